@@ -1,0 +1,108 @@
+"""Patron's settings: ``PATRON_*`` environment variables over embedded defaults.
+
+Only ``web`` (the app factory and the CLI) reads this module; it passes
+settings down to the other packages as plain arguments. An invalid value stops
+start-up with a :class:`SettingsError` that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class SettingsError(ValueError):
+    """A ``PATRON_*`` variable holds a value Patron cannot use."""
+
+    def __init__(self, variable: str, problem: str):
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class Settings:
+    instance_path: Path
+    database_url: str
+    secret_key: str
+    base_url: str
+    interest_half_life_days: float
+
+
+def load_settings(environ: dict[str, str] | None = None, instance_path: Path | None = None) -> Settings:
+    """Read the settings from ``environ`` (default: the process environment)."""
+    env = os.environ if environ is None else environ
+    instance = Path(env.get("PATRON_INSTANCE_PATH") or instance_path or Path.cwd() / "instance").resolve()
+    return Settings(
+        instance_path=instance,
+        database_url=_database_url(env, instance),
+        secret_key=_secret_key(env, instance),
+        base_url=_base_url(env),
+        interest_half_life_days=_positive_number(env, "PATRON_INTEREST_HALF_LIFE_DAYS", 30.0),
+    )
+
+
+def _database_url(env, instance: Path) -> str:
+    raw = env.get("PATRON_DATABASE_URL")
+    if not raw:
+        return f"sqlite:///{instance / 'patron.db'}"
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise SettingsError("PATRON_DATABASE_URL", f"not a database URL: {raw!r}") from None
+    backend = url.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise SettingsError("PATRON_DATABASE_URL", f"Patron runs on sqlite or postgresql, not {backend!r}")
+    if backend == "postgresql" and url.drivername == "postgresql":
+        # The bare scheme means psycopg2 to SQLAlchemy; Patron ships psycopg 3.
+        url = url.set(drivername="postgresql+psycopg")
+    return url.render_as_string(hide_password=False)
+
+
+def _secret_key(env, instance: Path) -> str:
+    key = env.get("PATRON_SECRET_KEY")
+    if key is not None:
+        if len(key) < MIN_SECRET_KEY_LENGTH:
+            raise SettingsError("PATRON_SECRET_KEY", f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
+        return key
+    path = instance / SECRET_KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    # Created owner-only: the key signs tracking links and sessions.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key + "\n")
+    return key
+
+
+def _base_url(env) -> str:
+    raw = env.get("PATRON_BASE_URL") or "http://127.0.0.1:5000"
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError("PATRON_BASE_URL", f"must be an http(s) URL with a host, got {raw!r}")
+    if parts.query or parts.fragment:
+        raise SettingsError("PATRON_BASE_URL", "must not carry a query or fragment")
+    return raw.rstrip("/")
+
+
+def _positive_number(env, variable: str, default: float) -> float:
+    raw = env.get(variable)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(variable, f"must be a number, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(variable, f"must be a positive number, got {raw!r}")
+    return value

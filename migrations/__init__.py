@@ -1,0 +1,1 @@
+"""Alembic migrations: every schema change ships here, and no upgrade loses data."""

@@ -1,0 +1,29 @@
+"""The Flask app factory, the UI, the REST API, tracking endpoints and the ``patron`` CLI.
+
+The only package that imports Flask or reads ``config``; it may import every
+other package and passes settings down to them as arguments.
+"""
+
+from __future__ import annotations
+
+from flask import Flask
+
+import config
+from web import db
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the Patron app; ``test_config`` overrides settings read from the environment."""
+    app = Flask(__name__, instance_relative_config=True)
+    settings = config.load_settings(instance_path=app.instance_path)
+    app.config.from_mapping(
+        SECRET_KEY=settings.secret_key,
+        PATRON_SETTINGS=settings,
+        PATRON_DATABASE_URL=settings.database_url,
+        PATRON_BASE_URL=settings.base_url,
+        PATRON_INTEREST_HALF_LIFE_DAYS=settings.interest_half_life_days,
+    )
+    if test_config:
+        app.config.from_mapping(test_config)
+    db.init_app(app)
+    return app

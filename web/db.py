@@ -1,0 +1,79 @@
+"""The engine and session factory for one app, and ``patron db``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from alembic import command
+from alembic.config import Config
+from flask import Flask, current_app, g
+from flask.cli import with_appcontext
+from sqlalchemy.orm import Session
+
+import migrations
+from segments.db import make_engine, make_session_factory
+
+MIGRATIONS_DIR = Path(migrations.__file__).parent
+
+
+def init_app(app: Flask) -> None:
+    """Give ``app`` its engine, a request-scoped session and the ``db`` commands."""
+    url = app.config["PATRON_DATABASE_URL"]
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    app.extensions["patron_engine"] = engine
+    app.extensions["patron_sessions"] = make_session_factory(engine)
+    app.teardown_appcontext(close_session)
+    app.cli.add_command(db_group)
+
+
+def session_factory():
+    return current_app.extensions["patron_sessions"]
+
+
+def get_session() -> Session:
+    """The session of the current app context; the caller commits."""
+    if "db_session" not in g:
+        g.db_session = session_factory()()
+    return g.db_session
+
+
+def close_session(_exc=None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def alembic_config(engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; running it again changes nothing."""
+    command.upgrade(alembic_config(engine), revision)
+
+
+@click.group("db")
+def db_group():
+    """Create and migrate the database."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@with_appcontext
+def upgrade_command(revision):
+    """Apply migrations up to REVISION (default: the newest)."""
+    upgrade(current_app.extensions["patron_engine"], revision)
+    click.echo(f"database is at {revision}")
+
+
+@db_group.command("current")
+@with_appcontext
+def current_command():
+    """Show the migration the database is at."""
+    command.current(alembic_config(current_app.extensions["patron_engine"]))
