@@ -20,7 +20,7 @@ IDENTIFIER_LENGTH = 255
 TAG_LENGTH = 64
 SOURCE_LENGTH = 64
 
-CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "complained", "deleted")
+CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "complained", "suppressed", "deleted")
 
 
 class Contact(Base):

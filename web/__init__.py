@@ -10,12 +10,13 @@ from flask import Flask
 
 import config
 from web import db
+from web.contacts_cli import contacts_group, events_group
 
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the Patron app; ``test_config`` overrides settings read from the environment."""
-    app = Flask(__name__, instance_relative_config=True)
-    settings = config.load_settings(instance_path=app.instance_path)
+    settings = config.load_settings()
+    app = Flask(__name__, instance_path=str(settings.instance_path), instance_relative_config=True)
     app.config.from_mapping(
         SECRET_KEY=settings.secret_key,
         PATRON_SETTINGS=settings,
@@ -26,4 +27,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     db.init_app(app)
+    app.cli.add_command(contacts_group)
+    app.cli.add_command(events_group)
     return app

@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask import Flask, current_app, g
 from flask.cli import with_appcontext
 from sqlalchemy.orm import Session
@@ -33,11 +35,29 @@ def session_factory():
     return current_app.extensions["patron_sessions"]
 
 
+class SchemaNotReady(click.ClickException):
+    """The database has not been migrated to the code's schema."""
+
+
 def get_session() -> Session:
     """The session of the current app context; the caller commits."""
     if "db_session" not in g:
+        if not current_app.extensions.get("patron_schema_ready"):
+            check_schema(current_app.extensions["patron_engine"])
+            current_app.extensions["patron_schema_ready"] = True
         g.db_session = session_factory()()
     return g.db_session
+
+
+def check_schema(engine) -> None:
+    """Raise SchemaNotReady unless the database is at the newest migration."""
+    heads = set(ScriptDirectory.from_config(alembic_config(engine)).get_heads())
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    if current != heads:
+        where = engine.url.render_as_string(hide_password=True)
+        state = "has no Patron tables yet" if not current else f"is at migration {', '.join(sorted(current))}"
+        raise SchemaNotReady(f"the database {where} {state}; run `patron db upgrade` first")
 
 
 def close_session(_exc=None) -> None:

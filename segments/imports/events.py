@@ -1,0 +1,219 @@
+"""``patron events import``: events from any channel, joined to contacts by identity."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from segments.db import utcnow
+from segments.imports import values
+from segments.imports.batches import DEFAULT_BATCH_SIZE, ImportSummary, RejectSink, counting, original_fields, run
+from segments.imports.bulk import Bulk
+from segments.imports.reading import CountingReader, FileProblem, Record, csv_records, jsonl_records, open_text
+from segments.imports.resolve import EMAIL, Claim, resolve
+from segments.models import SOURCE_LENGTH, Event
+
+events = Event.__table__
+JSON_KEYS = frozenset({"id", "type", "occurred_at", "email", "phone", "identities", "properties"})
+CSV_COLUMNS = ("id", "type", "occurred_at", "email", "phone")
+CSV_PREFIXES = ("id:", "prop:")
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One event as read, before we know whose it is."""
+
+    external_id: str
+    type: str
+    occurred_at: datetime
+    properties: dict
+    claim: Claim
+
+
+def _event(line: int, external_id, type_, occurred_at, keys, properties) -> Incoming:
+    if type_ is None:
+        raise values.BadValue("type: is required")
+    try:
+        type_ = values.event_type(type_)
+    except values.BadValue as exc:
+        raise values.BadValue(f"type: {exc}") from None
+    try:
+        moment = values.timestamp(occurred_at)
+    except values.BadValue as exc:
+        raise values.BadValue(f"occurred_at: {exc}") from None
+    if not keys:
+        raise values.BadValue("no email, phone or identity: an event must name the person")
+    if external_id is None or external_id == "":
+        # Without an id, the event's content is its identity: importing the same
+        # file twice still adds nothing.
+        content = json.dumps([type_, moment.isoformat(), sorted(keys), properties], sort_keys=True, default=str)
+        external_id = "sha256:" + hashlib.sha256(content.encode("utf-8", "surrogateescape")).hexdigest()
+    else:
+        try:
+            external_id = values.identifier(str(external_id))
+        except values.BadValue as exc:
+            raise values.BadValue(f"id: {exc}") from None
+    return Incoming(external_id, type_, moment, properties, Claim(line, keys))
+
+
+def _identity(channel: str, raw) -> tuple[str, str]:
+    if not isinstance(raw, str):
+        raise values.BadValue(f"{channel}: must be text")
+    try:
+        if channel == EMAIL:
+            return EMAIL, values.email(raw)
+        if channel == "phone":
+            return "phone", values.phone(raw)
+        return values.channel(channel), values.identifier(raw)
+    except values.BadValue as exc:
+        raise values.BadValue(f"{channel if channel in (EMAIL, 'phone') else 'id:' + channel}: {exc}") from None
+
+
+def _csv_parser(header: list[str]) -> Callable[[Record], Incoming]:
+    problems = []
+    for number, column in enumerate(header, start=1):
+        prefix, sep, name = column.partition(":")
+        try:
+            if sep and prefix == "id":
+                values.channel(name)
+            elif sep and prefix == "prop":
+                values.key_name(name, "property")
+            elif column not in CSV_COLUMNS:
+                raise values.BadValue(f"unknown column; the columns are {', '.join(CSV_COLUMNS)}, id:<channel>, prop:<name>")
+        except values.BadValue as exc:
+            problems.append(f"column {number} {column!r}: {exc}")
+    if len(set(header)) != len(header):
+        problems.append("a column name repeats")
+    if problems:
+        raise FileProblem("; ".join(problems))
+    width = len(header)
+
+    def parse(record: Record) -> Incoming:
+        fields = record.fields
+        if len(fields) > width:
+            raise values.BadValue(f"has {len(fields)} fields; the header has {width}")
+        row = {column: fields[i] for i, column in enumerate(header) if i < len(fields) and fields[i].strip()}
+        keys, properties = [], {}
+        for column, raw in row.items():
+            if column in (EMAIL, "phone"):
+                keys.append(_identity(column, raw))
+            elif column.startswith("id:"):
+                keys.append(_identity(column[3:], raw))
+            elif column.startswith("prop:"):
+                try:
+                    properties[column[5:]] = values.typed(raw)
+                except values.BadValue as exc:
+                    raise values.BadValue(f"{column}: {exc}") from None
+        return _event(record.line, row.get("id"), row.get("type"), row.get("occurred_at", ""), keys, properties)
+
+    return parse
+
+
+def _json_parse(record: Record) -> Incoming:
+    data = record.fields
+    unknown = sorted(set(data) - JSON_KEYS)
+    if unknown:
+        raise values.BadValue(f"unknown keys {', '.join(unknown)}; the keys are {', '.join(sorted(JSON_KEYS))}")
+    keys = [_identity(channel, data[channel]) for channel in (EMAIL, "phone") if data.get(channel)]
+    identities = data.get("identities") or {}
+    if not isinstance(identities, dict):
+        raise values.BadValue("identities: must be an object of channel → identifier")
+    keys.extend(_identity(channel, raw) for channel, raw in identities.items())
+    properties = data.get("properties") or {}
+    if not isinstance(properties, dict):
+        raise values.BadValue("properties: must be an object")
+    checked = {}
+    for name, value in properties.items():
+        try:
+            checked[values.key_name(name, "property")] = values.json_scalar(value)
+        except values.BadValue as exc:
+            raise values.BadValue(f"properties.{name}: {exc}") from None
+    return _event(record.line, data.get("id"), data.get("type"), data.get("occurred_at"), keys, checked)
+
+
+def _insert(dialect_insert) -> Bulk:
+    return Bulk(
+        dialect_insert(events).on_conflict_do_nothing(index_elements=["source", "external_id"]),
+        ("contact_id", "channel", "type", "occurred_at", "properties", "external_id"),
+        shared=("source", "received_at"),
+    )
+
+
+_INSERTS = {"sqlite": _insert(sqlite.insert), "postgresql": _insert(postgresql.insert)}
+
+
+def import_events(
+    session: Session,
+    stream: BinaryIO,
+    *,
+    channel: str,
+    source: str | None = None,
+    format: str = "csv",
+    rejects: RejectSink | None = None,
+    now: datetime | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    on_batch: Callable[[ImportSummary, int], None] | None = None,
+) -> ImportSummary:
+    """Add every good event of a CSV or JSON Lines file to its contact's timeline.
+
+    Events are unique on (source, id): importing a file again adds nothing. An
+    identity nobody has yet creates a new profile. Raises FileProblem for a
+    file it cannot use at all.
+    """
+    channel = values.channel(channel)
+    source = source or channel
+    if len(source) > SOURCE_LENGTH:
+        raise FileProblem(f"source name is longer than {SOURCE_LENGTH} characters")
+    counter = CountingReader(stream)
+    text = open_text(counter)
+    if format == "jsonl":
+        header, records, parse = ["record"], jsonl_records(text), _json_parse
+    elif format == "csv":
+        header, records = csv_records(text)
+        parse = _csv_parser(header)
+    else:
+        raise FileProblem(f"format must be csv or jsonl, not {format!r}")
+    if rejects is not None:
+        rejects.start(header)
+    summary = ImportSummary(details={"duplicates": 0, "contacts_created": 0})
+    reject = counting(summary, rejects)
+
+    def write(batch: list[tuple[Record, Incoming]]) -> None:
+        connection = session.connection()
+        seen = _already_imported(connection, source, [event.external_id for _, event in batch])
+        fresh = []
+        for record, event in batch:
+            if event.external_id in seen:
+                summary.details["duplicates"] += 1
+            else:
+                seen.add(event.external_id)
+                fresh.append((record, event))
+        moment = now or utcnow()
+        outcome = resolve(connection, [event.claim for _, event in fresh], now=moment, source=source)
+        rows = []
+        for index, (record, event) in enumerate(fresh):
+            if index in outcome.rejected:
+                reject(record.line, outcome.rejected[index], original_fields(record))
+                continue
+            summary.details["contacts_created"] += outcome.created[index]
+            rows.append((outcome.contact_ids[index], channel, event.type, event.occurred_at, event.properties, event.external_id))
+        _INSERTS[connection.dialect.name].execute(connection, rows, source=source, received_at=moment)
+        summary.created += len(rows)
+        session.flush()
+
+    after = (lambda: on_batch(summary, counter.bytes_read)) if on_batch else None
+    return run(records, parse, write, summary, reject, batch_size=batch_size, after_batch=after)
+
+
+def _already_imported(connection, source: str, external_ids: list[str]) -> set[str]:
+    query = select(events.c.external_id).where(events.c.source == source, events.c.external_id.in_(external_ids))
+    return set(connection.execute(query).scalars())
+

@@ -1,0 +1,215 @@
+"""Checking and normalizing one imported value; each failure is a ``BadValue`` saying why."""
+
+from __future__ import annotations
+
+import math
+import re
+import zoneinfo
+from datetime import datetime, timezone
+from functools import cache
+
+from segments.models import (
+    CHANNEL_LENGTH,
+    EMAIL_LENGTH,
+    IDENTIFIER_LENGTH,
+    LOCALE_LENGTH,
+    NAME_LENGTH,
+    TAG_LENGTH,
+    TIMEZONE_LENGTH,
+)
+
+ATTRIBUTE_NAME_LENGTH = TAG_LENGTH
+ATTRIBUTE_VALUE_LENGTH = 1000
+EVENT_TYPE_LENGTH = 64
+MAX_SCORE = 1_000_000.0
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
+# BCP 47 language tags as mail clients and browsers send them: language,
+# optional script, optional region, optional variants.
+LOCALE = re.compile(r"([A-Za-z]{2,3})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?((?:-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*)")
+PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
+PHONE_PUNCTUATION = re.compile(r"[\s().-]")
+CHANNEL = re.compile(r"[a-z][a-z0-9_]*")
+KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,15})")
+DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
+# Control characters never belong in a one-line field; lone surrogates are
+# bytes that were not UTF-8 (the reader decodes with surrogateescape).
+ONE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
+MULTI_LINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\udc80-\udcff]")
+TRUE_WORDS = frozenset({"true", "yes", "1", "y"})
+FALSE_WORDS = frozenset({"false", "no", "0", "n"})
+
+
+class BadValue(ValueError):
+    """One value that cannot be imported; the message says why."""
+
+
+def _forbidden(value: str, pattern: re.Pattern) -> None:
+    found = pattern.search(value)
+    if found is None:
+        return
+    char = found.group()
+    if "\udc80" <= char <= "\udcff":
+        raise BadValue(f"is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02X})")
+    if char in "\r\n":
+        raise BadValue("contains a line break")
+    raise BadValue(f"contains the control character U+{ord(char):04X}")
+
+
+def text(value: str, limit: int, *, multi_line: bool = False) -> str:
+    """Trimmed one-line text of at most ``limit`` characters."""
+    value = value.strip()
+    _forbidden(value, MULTI_LINE_FORBIDDEN if multi_line else ONE_LINE_FORBIDDEN)
+    if len(value) > limit:
+        raise BadValue(f"is {len(value)} characters long; the limit is {limit}")
+    return value
+
+
+def email(value: str) -> str:
+    """The address trimmed and lower-cased, or BadValue."""
+    value = text(value, EMAIL_LENGTH).lower()
+    if not EMAIL.fullmatch(value) or len(value.partition("@")[0]) > 64:
+        raise BadValue(f"{value!r} is not a valid email address")
+    return value
+
+
+def locale(value: str) -> str:
+    """A BCP 47 tag in canonical case (``es_mx`` becomes ``es-MX``)."""
+    value = text(value, LOCALE_LENGTH).replace("_", "-")
+    found = LOCALE.fullmatch(value)
+    if not found:
+        raise BadValue(f"{value!r} is not a BCP 47 language tag such as 'en' or 'es-MX'")
+    language, script, region, variants = found.groups()
+    parts = [language.lower()]
+    if script:
+        parts.append(script.title())
+    if region:
+        parts.append(region.upper())
+    if variants:
+        parts.append(variants.strip("-").lower())
+    return "-".join(parts)
+
+
+@cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def time_zone(value: str) -> str:
+    """An IANA time zone name such as ``Europe/Madrid``."""
+    value = text(value, TIMEZONE_LENGTH)
+    if value not in _time_zones():
+        raise BadValue(f"{value!r} is not an IANA time zone such as 'Europe/Madrid'")
+    return value
+
+
+def phone(value: str) -> str:
+    """The number in E.164 form, spaces and punctuation removed."""
+    value = PHONE_PUNCTUATION.sub("", text(value, IDENTIFIER_LENGTH))
+    if not PHONE.fullmatch(value):
+        raise BadValue(f"{value!r} is not a phone number in E.164 form such as '+34600123456'")
+    return value
+
+
+def identifier(value: str) -> str:
+    """A channel's identifier for a contact: one line, case kept."""
+    value = text(value, IDENTIFIER_LENGTH)
+    if not value:
+        raise BadValue("is empty")
+    return value
+
+
+def score(value: str | float) -> float:
+    """An interest score: a finite number from 0 to a million."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadValue(f"{value!r} is not a number") from None
+    if not math.isfinite(number) or not 0 <= number <= MAX_SCORE:
+        raise BadValue(f"{value!r} is not a score from 0 to {MAX_SCORE:,.0f}")
+    return number
+
+
+def boolean(value: str | bool) -> bool:
+    """true/false, yes/no, 1/0, y/n in any case."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise BadValue(f"{value!r} is not true or false")
+
+
+def typed(value: str) -> str | int | float | bool:
+    """A CSV cell as the JSON value it spells: booleans and plain numbers, else text.
+
+    Numbers with leading zeros (postcodes, card numbers) stay text.
+    """
+    value = text(value, ATTRIBUTE_VALUE_LENGTH, multi_line=True)
+    lowered = value.lower()
+    if lowered == "true":
+        return True
+    if lowered == "false":
+        return False
+    if INTEGER.fullmatch(value):
+        return int(value)
+    if DECIMAL.fullmatch(value):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+    return value
+
+
+def json_scalar(value) -> str | int | float | bool:
+    """A property or attribute that arrived as JSON: a scalar within the limits."""
+    if isinstance(value, bool) or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadValue(f"{value!r} is not a finite number")
+        return value
+    if isinstance(value, str):
+        return text(value, ATTRIBUTE_VALUE_LENGTH, multi_line=True)
+    raise BadValue(f"must be text, a number or true/false, not {type(value).__name__}")
+
+
+def key_name(value: str, what: str) -> str:
+    """An attribute, property or interest tag or a consent purpose."""
+    if not (0 < len(value) <= ATTRIBUTE_NAME_LENGTH) or not KEY_NAME.fullmatch(value):
+        raise BadValue(
+            f"{what} {value!r} must be 1 to {ATTRIBUTE_NAME_LENGTH} letters, digits, '_', '.' or '-'"
+        )
+    return value
+
+
+def channel(value: str) -> str:
+    """A channel name such as ``pos`` or ``call_centre``."""
+    if not (0 < len(value) <= CHANNEL_LENGTH) or not CHANNEL.fullmatch(value):
+        raise BadValue(f"channel {value!r} must be lower-case letters, digits and '_', starting with a letter")
+    return value
+
+
+def event_type(value: str) -> str:
+    value = text(value, EVENT_TYPE_LENGTH)
+    if not value:
+        raise BadValue("is empty")
+    return value
+
+
+def timestamp(value: str) -> datetime:
+    """An ISO 8601 time; without an offset it is taken as UTC."""
+    raw = value.strip() if isinstance(value, str) else value
+    if not isinstance(raw, str) or not raw:
+        raise BadValue("is empty" if raw in ("", None) else f"{raw!r} is not an ISO 8601 time")
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise BadValue(f"{raw!r} is not an ISO 8601 time such as '2026-11-23T10:00:00Z'") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)

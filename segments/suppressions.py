@@ -1,0 +1,39 @@
+"""Addresses never to send to. Kept by email, so they outlive a deleted contact."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from segments.db import utcnow
+from segments.models import Contact, Suppression
+
+REASONS = ("unsubscribed", "bounced", "complained", "manual")
+
+
+def status_for(reason: str) -> str:
+    """The contact status a suppression reason implies."""
+    return reason if reason in ("unsubscribed", "bounced", "complained") else "suppressed"
+
+
+def suppress(session: Session, email: str, reason: str, source: str | None = None) -> Suppression:
+    """Suppress ``email`` (already normalized) and mark its contact, if any; idempotent."""
+    if reason not in REASONS:
+        raise ValueError(f"reason must be one of {', '.join(REASONS)}, not {reason!r}")
+    suppression = session.get(Suppression, email)
+    if suppression is None:
+        suppression = Suppression(email=email, reason=reason, source=source, created_at=utcnow())
+        session.add(suppression)
+    session.execute(
+        update(Contact)
+        .where(Contact.email == email, Contact.status == "active")
+        .values(status=status_for(suppression.reason), updated_at=utcnow())
+    )
+    session.flush()
+    return suppression
+
+
+def suppressed_reasons(connection, emails) -> dict[str, str]:
+    """Email → suppression reason, for those of ``emails`` that are suppressed."""
+    table = Suppression.__table__
+    return dict(connection.execute(select(table.c.email, table.c.reason).where(table.c.email.in_(emails))).all())

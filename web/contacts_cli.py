@@ -1,0 +1,121 @@
+"""``patron contacts`` and ``patron events``: bring the audience in from files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+from flask.cli import with_appcontext
+
+from segments.imports import FileProblem, RejectsFile, import_contacts, import_events
+from segments.imports.values import BadValue
+from segments.imports.values import channel as check_channel
+from segments.imports.values import email as normalize_email
+from segments.suppressions import REASONS, suppress
+from web.db import get_session
+
+
+@click.group("contacts")
+def contacts_group():
+    """Import and manage contacts."""
+
+
+@click.group("events")
+def events_group():
+    """Import events from any channel: point of sale, call centre, web, kiosk."""
+
+
+def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str, importer) -> None:
+    """Run ``importer(session, stream, rejects, on_batch)`` with a progress bar, then print the summary."""
+    session = get_session()
+    rejects = RejectsFile(rejects_path or path.with_name(path.name + ".rejects.csv"))
+    show_bar = not as_json and sys.stderr.isatty()
+    with ExitStack() as stack:
+        stream = stack.enter_context(open(path, "rb"))
+        stack.enter_context(rejects)
+        bar = stack.enter_context(
+            click.progressbar(length=path.stat().st_size, label=label, file=sys.stderr, show_pos=False)
+        ) if show_bar else None
+        done = [0]
+
+        def on_batch(_summary, bytes_read: int) -> None:
+            # Each batch is committed: an interrupted import keeps what it
+            # wrote, and running it again picks up the rest without duplicates.
+            session.commit()
+            if bar is not None:
+                bar.update(bytes_read - done[0])
+                done[0] = bytes_read
+
+        try:
+            summary = importer(session, stream, rejects, on_batch)
+        except FileProblem as exc:
+            session.rollback()
+            raise click.ClickException(f"{path}: {exc}") from None
+        session.commit()
+    report = summary.as_dict()
+    if rejects.count:
+        report["rejects_file"] = str(rejects.path)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(", ".join(f"{value} {key.replace('_', ' ')}" for key, value in report.items() if key != "rejects_file"))
+    if rejects.count:
+        click.echo(f"{rejects.count} rejected rows, with line numbers and reasons, are in {rejects.path}", err=True)
+
+
+@contacts_group.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--source", default="import", show_default=True, help="Where the rows come from, recorded with consents.")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write rejected rows [default: PATH.rejects.csv].")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@with_appcontext
+def import_contacts_command(path, source, rejects_path, as_json):
+    """Create or update contacts from a CSV file (see docs/imports.md)."""
+    _run_import(path, rejects_path, as_json, "Importing contacts",
+                lambda session, stream, rejects, on_batch: import_contacts(
+                    session, stream, source=source, rejects=rejects, on_batch=on_batch))
+
+
+@contacts_group.command("suppress")
+@click.argument("emails", nargs=-1, required=True)
+@click.option("--reason", type=click.Choice(REASONS), default="manual", show_default=True)
+@with_appcontext
+def suppress_command(emails, reason):
+    """Never send to these addresses again, even if they are re-imported."""
+    session = get_session()
+    for raw in emails:
+        try:
+            address = normalize_email(raw)
+        except BadValue as exc:
+            raise click.BadParameter(str(exc), param_hint="EMAILS") from None
+        suppress(session, address, reason, source="cli")
+    session.commit()
+    click.echo(f"suppressed {len(emails)} address(es): {reason}")
+
+
+@events_group.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--channel", required=True, help="The channel the events come from, e.g. pos or call_centre.")
+@click.option("--source", help="The system that sent them; events are unique per source and id [default: CHANNEL].")
+@click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]),
+              help="File format [default: from the file name: .jsonl/.ndjson is JSON Lines, else CSV].")
+@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write rejected records [default: PATH.rejects.csv].")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@with_appcontext
+def import_events_command(path, channel, source, file_format, rejects_path, as_json):
+    """Add events from a CSV or JSON Lines file to contacts' timelines (see docs/imports.md)."""
+    file_format = file_format or ("jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "csv")
+    try:
+        channel = check_channel(channel)
+    except BadValue as exc:
+        raise click.BadParameter(str(exc), param_hint="--channel") from None
+    _run_import(path, rejects_path, as_json, "Importing events",
+                lambda session, stream, rejects, on_batch: import_events(
+                    session, stream, channel=channel, source=source, format=file_format,
+                    rejects=rejects, on_batch=on_batch))
+
