@@ -29,12 +29,11 @@ def events_group():
 
 
 def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str, importer) -> None:
-    """Run ``importer(session, stream, rejects, on_batch)`` with a progress bar, then print the summary."""
+    """Run ``importer(session, path, rejects, on_batch)`` with a progress bar, then print the summary."""
     session = get_session()
     rejects = RejectsFile(rejects_path or path.with_name(path.name + ".rejects.csv"))
     show_bar = not as_json and sys.stderr.isatty()
     with ExitStack() as stack:
-        stream = stack.enter_context(open(path, "rb"))
         stack.enter_context(rejects)
         bar = stack.enter_context(
             click.progressbar(length=path.stat().st_size, label=label, file=sys.stderr, show_pos=False)
@@ -50,7 +49,7 @@ def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str
                 done[0] = bytes_read
 
         try:
-            summary = importer(session, stream, rejects, on_batch)
+            summary = importer(session, path, rejects, on_batch)
         except FileProblem as exc:
             session.rollback()
             raise click.ClickException(f"{path}: {exc}") from None
@@ -76,8 +75,8 @@ def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str
 def import_contacts_command(path, source, rejects_path, as_json):
     """Create or update contacts from a CSV file (see docs/imports.md)."""
     _run_import(path, rejects_path, as_json, "Importing contacts",
-                lambda session, stream, rejects, on_batch: import_contacts(
-                    session, stream, source=source, rejects=rejects, on_batch=on_batch))
+                lambda session, file, rejects, on_batch: import_contacts(
+                    session, file, source=source, rejects=rejects, on_batch=on_batch))
 
 
 @contacts_group.command("suppress")
@@ -115,7 +114,7 @@ def import_events_command(path, channel, source, file_format, rejects_path, as_j
     except BadValue as exc:
         raise click.BadParameter(str(exc), param_hint="--channel") from None
     _run_import(path, rejects_path, as_json, "Importing events",
-                lambda session, stream, rejects, on_batch: import_events(
-                    session, stream, channel=channel, source=source, format=file_format,
+                lambda session, file, rejects, on_batch: import_events(
+                    session, file, channel=channel, source=source, format=file_format,
                     rejects=rejects, on_batch=on_batch))
 

@@ -1,16 +1,33 @@
-"""The loop every import shares: parse records, reject the bad ones, write the rest in batches."""
+"""The loop every import shares: parse records, set the bad ones aside, write the rest in batches.
+
+Parsing and checking rows is pure Python and costs about as much as writing
+them, so a large file is parsed in a second process while this one writes:
+two cores, twice the rows per second. Small files and in-memory streams are
+parsed inline, where starting a process would cost more than it saves.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import multiprocessing
+import os
+import traceback
+from queue import Empty
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from pathlib import Path
+from typing import BinaryIO, Protocol
 
-from segments.imports.reading import Record
+from segments.imports.reading import CountingReader, FileProblem, Record, open_text
 from segments.imports.values import BadValue
 
 DEFAULT_BATCH_SIZE = 2000
+# Below this size a file is parsed inline.
+PARALLEL_MIN_BYTES = 4 << 20
+# Parsed batches waiting for the writer; bounds memory whatever the file size.
+QUEUE_DEPTH = 4
 
+# Given the text stream: the header, the records, and the function that parses one.
+Opener = Callable[[object], tuple[list[str], Iterator[Record], Callable[[Record], object]]]
 
 
 class RejectSink(Protocol):
@@ -50,41 +67,14 @@ class ImportSummary:
         return {**{k: v for k, v in data.items() if k != "details"}, **self.details}
 
 
-def run(
-    records: Iterable[Record],
-    parse: Callable[[Record], object],
-    write: Callable[[list[tuple[Record, object]]], None],
-    summary: ImportSummary,
-    reject: Callable[[int, str, list], None],
-    *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    after_batch: Callable[[], None] | None = None,
-) -> ImportSummary:
-    """Parse every record and hand the good ones to ``write`` a batch at a time."""
-    batch: list[tuple[Record, object]] = []
+@dataclass(slots=True)
+class Chunk:
+    """A batch of parsed records: the good ones with what they parsed to, and the rejected."""
 
-    def flush() -> None:
-        if batch:
-            write(batch)
-            batch.clear()
-        if after_batch is not None:
-            after_batch()
-
-    for record in records:
-        summary.rows += 1
-        if record.problem is not None:
-            reject(record.line, record.problem, original_fields(record))
-            continue
-        try:
-            parsed = parse(record)
-        except BadValue as exc:
-            reject(record.line, str(exc), original_fields(record))
-            continue
-        batch.append((record, parsed))
-        if len(batch) >= batch_size:
-            flush()
-    flush()
-    return summary
+    rows: int
+    good: list[tuple[int, list, object]]
+    bad: list[tuple[int, str, list]]
+    bytes_read: int
 
 
 def original_fields(record: Record) -> list:
@@ -94,12 +84,110 @@ def original_fields(record: Record) -> list:
     return [record.raw if record.raw is not None else ""]
 
 
-def counting(summary: ImportSummary, sink: RejectSink | None) -> Callable[[int, str, list], None]:
-    """A reject function that counts into ``summary`` and passes the record on to ``sink``."""
+def _produce(stream: BinaryIO, opener: Opener, batch_size: int) -> Iterator:
+    """Yield the header, then a Chunk per ``batch_size`` good records."""
+    counter = CountingReader(stream)
+    header, records, parse = opener(open_text(counter))
+    yield header
+    chunk = Chunk(0, [], [], 0)
+    for record in records:
+        chunk.rows += 1
+        if record.problem is not None:
+            chunk.bad.append((record.line, record.problem, original_fields(record)))
+            continue
+        try:
+            parsed = parse(record)
+        except BadValue as exc:
+            chunk.bad.append((record.line, str(exc), original_fields(record)))
+            continue
+        chunk.good.append((record.line, original_fields(record), parsed))
+        if len(chunk.good) >= batch_size:
+            chunk.bytes_read = counter.bytes_read
+            yield chunk
+            chunk = Chunk(0, [], [], 0)
+    chunk.bytes_read = counter.bytes_read
+    yield chunk
 
-    def reject(line: int, reason: str, original: list) -> None:
-        summary.rejected += 1
-        if sink is not None:
-            sink.add(line, reason, original)
 
-    return reject
+def _child(path: str, opener: Opener, batch_size: int, queue) -> None:
+    try:
+        with open(path, "rb") as stream:
+            for item in _produce(stream, opener, batch_size):
+                queue.put(item)
+    except FileProblem as exc:
+        queue.put(("file-problem", str(exc)))
+    except BaseException:  # noqa: BLE001  (the parent re-raises it)
+        queue.put(("crash", traceback.format_exc()))
+    queue.put(None)
+
+
+def _from_child(path: str, opener: Opener, batch_size: int) -> Iterator:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue(QUEUE_DEPTH)
+    process = context.Process(target=_child, args=(path, opener, batch_size, queue), daemon=True)
+    process.start()
+    try:
+        while (item := _next(queue, process)) is not None:
+            if isinstance(item, tuple):
+                kind, message = item
+                if kind == "file-problem":
+                    raise FileProblem(message)
+                raise RuntimeError(f"the parser process failed:\n{message}")
+            yield item
+    finally:
+        process.kill()
+        process.join()
+
+
+def _next(queue, process):
+    """The child's next item; an error if it died without saying why."""
+    while True:
+        try:
+            return queue.get(timeout=1)
+        except Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"the parser process died (exit code {process.exitcode})") from None
+
+
+def read_chunks(source: BinaryIO | str | Path, opener: Opener, batch_size: int, parallel: bool | None = None):
+    """The header and an iterator of Chunks, parsed here or, for a large file, in a second process."""
+    if parallel is None:
+        parallel = isinstance(source, (str, Path)) and os.path.getsize(source) >= PARALLEL_MIN_BYTES
+    if parallel:
+        items = _from_child(str(source), opener, batch_size)
+    elif isinstance(source, (str, Path)):
+        items = _inline_file(source, opener, batch_size)
+    else:
+        items = _produce(source, opener, batch_size)
+    return next(items), items
+
+
+def _inline_file(path, opener: Opener, batch_size: int) -> Iterator:
+    with open(path, "rb") as stream:
+        yield from _produce(stream, opener, batch_size)
+
+
+def run(
+    chunks: Iterator[Chunk],
+    write: Callable[[list[tuple[int, list, object]]], None],
+    summary: ImportSummary,
+    rejects: RejectSink | None,
+    on_batch: Callable[[ImportSummary, int], None] | None,
+) -> ImportSummary:
+    """Hand each chunk's good records to ``write`` and its bad ones to ``rejects``."""
+    for chunk in chunks:
+        summary.rows += chunk.rows
+        for line, reason, fields in chunk.bad:
+            reject(summary, rejects, line, reason, fields)
+        if chunk.good:
+            write(chunk.good)
+        if on_batch is not None:
+            on_batch(summary, chunk.bytes_read)
+    return summary
+
+
+def reject(summary: ImportSummary, rejects: RejectSink | None, line: int, reason: str, fields: list) -> None:
+    """Count a rejected record and set it aside."""
+    summary.rejected += 1
+    if rejects is not None:
+        rejects.add(line, reason, fields)

@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO
 
 from sqlalchemy import select
@@ -15,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from segments.db import utcnow
 from segments.imports import values
-from segments.imports.batches import DEFAULT_BATCH_SIZE, ImportSummary, RejectSink, counting, original_fields, run
+from segments.imports.batches import DEFAULT_BATCH_SIZE, ImportSummary, RejectSink, read_chunks, reject, run
 from segments.imports.bulk import Bulk
-from segments.imports.reading import CountingReader, FileProblem, Record, csv_records, jsonl_records, open_text
+from segments.imports.reading import FileProblem, Record, csv_records, jsonl_records
 from segments.imports.resolve import EMAIL, Claim, resolve
 from segments.models import SOURCE_LENGTH, Event
 
@@ -150,9 +151,23 @@ def _insert(dialect_insert) -> Bulk:
 _INSERTS = {"sqlite": _insert(sqlite.insert), "postgresql": _insert(postgresql.insert)}
 
 
+def open_csv_events(text):
+    """The header, records and parser of an events CSV; FileProblem for a bad header."""
+    header, records = csv_records(text)
+    return header, records, _csv_parser(header)
+
+
+def open_jsonl_events(text):
+    """The records and parser of a JSON Lines events file."""
+    return ["record"], jsonl_records(text), _json_parse
+
+
+OPENERS = {"csv": open_csv_events, "jsonl": open_jsonl_events}
+
+
 def import_events(
     session: Session,
-    stream: BinaryIO,
+    file: BinaryIO | str | Path,
     *,
     channel: str,
     source: str | None = None,
@@ -161,8 +176,9 @@ def import_events(
     now: datetime | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[ImportSummary, int], None] | None = None,
+    parallel: bool | None = None,
 ) -> ImportSummary:
-    """Add every good event of a CSV or JSON Lines file to its contact's timeline.
+    """Add every good event of a CSV or JSON Lines file (a path or a binary stream) to its contact's timeline.
 
     Events are unique on (source, id): importing a file again adds nothing. An
     identity nobody has yet creates a new profile. Raises FileProblem for a
@@ -172,36 +188,30 @@ def import_events(
     source = source or channel
     if len(source) > SOURCE_LENGTH:
         raise FileProblem(f"source name is longer than {SOURCE_LENGTH} characters")
-    counter = CountingReader(stream)
-    text = open_text(counter)
-    if format == "jsonl":
-        header, records, parse = ["record"], jsonl_records(text), _json_parse
-    elif format == "csv":
-        header, records = csv_records(text)
-        parse = _csv_parser(header)
-    else:
+    if format not in OPENERS:
         raise FileProblem(f"format must be csv or jsonl, not {format!r}")
+    header, chunks = read_chunks(file, OPENERS[format], batch_size, parallel)
     if rejects is not None:
         rejects.start(header)
     summary = ImportSummary(details={"duplicates": 0, "contacts_created": 0})
-    reject = counting(summary, rejects)
 
-    def write(batch: list[tuple[Record, Incoming]]) -> None:
+    def write(batch: list[tuple[int, list, Incoming]]) -> None:
         connection = session.connection()
-        seen = _already_imported(connection, source, [event.external_id for _, event in batch])
+        seen = _already_imported(connection, source, [event.external_id for *_, event in batch])
         fresh = []
-        for record, event in batch:
+        for item in batch:
+            event = item[2]
             if event.external_id in seen:
                 summary.details["duplicates"] += 1
             else:
                 seen.add(event.external_id)
-                fresh.append((record, event))
+                fresh.append(item)
         moment = now or utcnow()
-        outcome = resolve(connection, [event.claim for _, event in fresh], now=moment, source=source)
+        outcome = resolve(connection, [event.claim for *_, event in fresh], now=moment, source=source)
         rows = []
-        for index, (record, event) in enumerate(fresh):
+        for index, (line, fields, event) in enumerate(fresh):
             if index in outcome.rejected:
-                reject(record.line, outcome.rejected[index], original_fields(record))
+                reject(summary, rejects, line, outcome.rejected[index], fields)
                 continue
             summary.details["contacts_created"] += outcome.created[index]
             rows.append((outcome.contact_ids[index], channel, event.type, event.occurred_at, event.properties, event.external_id))
@@ -209,11 +219,9 @@ def import_events(
         summary.created += len(rows)
         session.flush()
 
-    after = (lambda: on_batch(summary, counter.bytes_read)) if on_batch else None
-    return run(records, parse, write, summary, reject, batch_size=batch_size, after_batch=after)
+    return run(chunks, write, summary, rejects, on_batch)
 
 
 def _already_imported(connection, source: str, external_ids: list[str]) -> set[str]:
     query = select(events.c.external_id).where(events.c.source == source, events.c.external_id.in_(external_ids))
     return set(connection.execute(query).scalars())
-
