@@ -20,60 +20,61 @@ PLAIN_COLUMNS = ("email", "first_name", "last_name", "locale", "timezone", "phon
 PREFIXES = ("id:", "attr:", "interest:", "consent:")
 
 
-def _plan(header: list[str]) -> list[tuple[str, Callable[[Claim, str], None]]]:
-    """For each column, in order: its name, and how to apply a cell to a claim."""
-    problems, plan, seen = [], [], {}
+TARGETS = ("keys", "profile", "attributes", "interests", "consents")
+
+
+def _plan(header: list[str]) -> dict[str, list[tuple[int, str, str, Callable]]]:
+    """Per claim part, the columns that fill it: (index, column, key, check)."""
+    problems, seen = [], {}
+    plan: dict[str, list] = {target: [] for target in TARGETS}
     for index, column in enumerate(header):
         if column in seen:
             problems.append(f"column {index + 1} {column!r} repeats column {seen[column] + 1}")
             continue
         seen[column] = index
         try:
-            plan.append((column, _applier(column)))
+            target, key, check = _column(column)
         except values.BadValue as exc:
             problems.append(f"column {index + 1} {column!r}: {exc}")
+            continue
+        plan[target].append((index, column, key, check))
     if problems:
         raise FileProblem("; ".join(problems))
-    if not any(column in ("email", "phone") or column.startswith("id:") for column, _ in plan):
+    if not plan["keys"]:
         raise FileProblem("no identity column: the header needs email, phone or id:<channel>")
     return plan
 
 
-def _applier(column: str) -> Callable[[Claim, str], None]:
+def _column(column: str) -> tuple[str, str, Callable]:
+    """Where a column's cells go in a claim, under which key, and how each is checked."""
     if column == "email":
-        return lambda claim, raw: claim.keys.append((EMAIL, values.email(raw)))
+        return "keys", EMAIL, values.email
     if column == "phone":
-        return lambda claim, raw: claim.keys.append(("phone", values.phone(raw)))
+        return "keys", "phone", values.phone
     if column in ("first_name", "last_name"):
-        return _profile(column, values.remembered(lambda raw: values.text(raw, NAME_LENGTH)))
+        return "profile", column, values.remembered(lambda raw: values.text(raw, NAME_LENGTH))
     if column == "locale":
-        return _profile(column, values.remembered(values.locale))
+        return "profile", column, values.remembered(values.locale)
     if column == "timezone":
-        return _profile(column, values.remembered(values.time_zone))
+        return "profile", column, values.remembered(values.time_zone)
     prefix, _, name = column.partition(":")
     if prefix == "id":
         channel = values.channel(name)
         if channel in (EMAIL, "phone"):
             raise values.BadValue(f"use the {channel} column for {channel} identities")
-        return lambda claim, raw: claim.keys.append((channel, values.identifier(raw)))
+        return "keys", channel, values.identifier
     if prefix == "attr":
-        key = values.key_name(name, "attribute")
-        typed = values.remembered(values.typed)
-        return lambda claim, raw: claim.attributes.__setitem__(key, typed(raw))
+        return "attributes", values.key_name(name, "attribute"), values.remembered(values.typed)
     if prefix == "interest":
-        tag = values.key_name(name, "interest tag")
-        score = values.remembered(values.score)
-        return lambda claim, raw: claim.interests.__setitem__(tag, score(raw))
+        return "interests", values.key_name(name, "interest tag"), values.remembered(values.score)
     if prefix == "consent":
-        purpose = values.key_name(name, "consent purpose")
-        boolean = values.remembered(values.boolean)
-        return lambda claim, raw: claim.consents.__setitem__(purpose, boolean(raw))
+        return "consents", values.key_name(name, "consent purpose"), values.remembered(values.boolean)
     known = ", ".join(PLAIN_COLUMNS) + ", " + ", ".join(f"{p}<name>" for p in PREFIXES)
     raise values.BadValue(f"unknown column; the columns are {known}")
 
 
-def _profile(column: str, check: Callable[[str], str]) -> Callable[[Claim, str], None]:
-    return lambda claim, raw: claim.profile.__setitem__(column, check(raw))
+def _filled(raw: str) -> bool:
+    return bool(raw) and not raw.isspace()
 
 
 def open_contacts(text) -> tuple[list[str], Iterator[Record], Callable[[Record], Claim]]:
@@ -81,20 +82,40 @@ def open_contacts(text) -> tuple[list[str], Iterator[Record], Callable[[Record],
     header, records = csv_records(text)
     plan = _plan(header)
     width = len(header)
+    keys_plan, profile_plan, attribute_plan, interest_plan, consent_plan = (plan[target] for target in TARGETS)
+    blank = [""] * width
+
+    def explain(fields: list[str]) -> None:
+        """Name the column of the first bad cell (the fast path below can't)."""
+        for columns in plan.values():
+            for index, column, _key, check in columns:
+                if _filled(fields[index]):
+                    try:
+                        check(fields[index])
+                    except values.BadValue as exc:
+                        raise values.BadValue(f"{column}: {exc}") from None
 
     def parse(record: Record) -> Claim:
         fields = record.fields
-        if len(fields) > width:
-            raise values.BadValue(f"has {len(fields)} fields; the header has {width}")
-        claim = Claim(record.line, [])
-        # zip stops at the shorter: missing trailing cells count as empty.
-        for (column, apply), raw in zip(plan, fields):
-            if raw and not raw.isspace():
-                try:
-                    apply(claim, raw)
-                except values.BadValue as exc:
-                    raise values.BadValue(f"{column}: {exc}") from None
-        if not claim.keys:
+        if len(fields) != width:
+            if len(fields) > width:
+                raise values.BadValue(f"has {len(fields)} fields; the header has {width}")
+            fields = fields + blank[len(fields):]  # missing trailing cells are empty
+        # One comprehension per part, no try per cell: this runs for every row.
+        try:
+            keys = [(key, check(raw)) for index, _c, key, check in keys_plan if _filled(raw := fields[index])]
+            claim = Claim(
+                record.line,
+                keys,
+                {key: check(raw) for index, _c, key, check in profile_plan if _filled(raw := fields[index])},
+                {key: check(raw) for index, _c, key, check in attribute_plan if _filled(raw := fields[index])},
+                {key: check(raw) for index, _c, key, check in interest_plan if _filled(raw := fields[index])},
+                {key: check(raw) for index, _c, key, check in consent_plan if _filled(raw := fields[index])},
+            )
+        except values.BadValue:
+            explain(fields)
+            raise
+        if not keys:
             raise values.BadValue("no email, phone or id:<channel>: a row must name the person")
         return claim
 
@@ -110,7 +131,6 @@ def import_contacts(
     now: datetime | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[ImportSummary, int], None] | None = None,
-    parallel: bool | None = None,
 ) -> ImportSummary:
     """Create or update a contact for every good row of a contacts CSV (a path or a binary stream).
 
@@ -118,7 +138,7 @@ def import_contacts(
     with the summary so far and the bytes read after each batch is flushed; the
     caller may commit there. Raises FileProblem for a header it cannot use.
     """
-    header, chunks = read_chunks(file, open_contacts, batch_size, parallel)
+    header, chunks = read_chunks(file, open_contacts, batch_size)
     if rejects is not None:
         rejects.start(header)
     summary = ImportSummary()

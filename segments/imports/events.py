@@ -176,7 +176,6 @@ def import_events(
     now: datetime | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     on_batch: Callable[[ImportSummary, int], None] | None = None,
-    parallel: bool | None = None,
 ) -> ImportSummary:
     """Add every good event of a CSV or JSON Lines file (a path or a binary stream) to its contact's timeline.
 
@@ -190,7 +189,7 @@ def import_events(
         raise FileProblem(f"source name is longer than {SOURCE_LENGTH} characters")
     if format not in OPENERS:
         raise FileProblem(f"format must be csv or jsonl, not {format!r}")
-    header, chunks = read_chunks(file, OPENERS[format], batch_size, parallel)
+    header, chunks = read_chunks(file, OPENERS[format], batch_size)
     if rejects is not None:
         rejects.start(header)
     summary = ImportSummary(details={"duplicates": 0, "contacts_created": 0})
