@@ -91,6 +91,22 @@ def _ensure_power(dbapi_connection) -> None:
         dbapi_connection.create_function("power", 2, math.pow, deterministic=True)
 
 
+def refresh_statistics(connection, tables: list[str]) -> None:
+    """Let the query planner see what a bulk write changed.
+
+    PostgreSQL plans with statistics that autovacuum refreshes only now and
+    then; a table that grew from nothing in one import still looks empty, and
+    lookups into it fall back to sequential scans (measured: 100 000 events
+    took two minutes instead of ten seconds). Table names come from our own
+    metadata, never from users.
+    """
+    if connection.dialect.name == "postgresql":
+        for table in tables:
+            connection.exec_driver_sql(f"ANALYZE {Base.metadata.tables[table].name}")
+    else:
+        connection.exec_driver_sql("PRAGMA optimize")
+
+
 def make_session_factory(engine: Engine) -> sessionmaker:
     """Sessions bound to ``engine``; objects stay readable after commit."""
     return sessionmaker(engine, expire_on_commit=False)

@@ -16,6 +16,8 @@ from segments.imports.reading import CountingReader, FileProblem, Record, open_t
 from segments.imports.values import BadValue
 
 DEFAULT_BATCH_SIZE = 2000
+FIRST_STATISTICS_ROWS = 20_000
+STATISTICS_ROWS = 250_000
 
 # Given the text stream: the header, the records, and the function that parses one.
 Opener = Callable[[object], tuple[list[str], Iterator[Record], Callable[[Record], object]]]
@@ -117,16 +119,26 @@ def run(
     summary: ImportSummary,
     rejects: RejectSink | None,
     on_batch: Callable[[ImportSummary, int], None] | None,
+    refresh: Callable[[], None],
 ) -> ImportSummary:
-    """Hand each chunk's good records to ``write`` and its bad ones to ``rejects``."""
+    """Hand each chunk's good records to ``write`` and its bad ones to ``rejects``.
+
+    ``refresh`` updates the planner's statistics; it runs once the import has
+    written a first share of rows, then every STATISTICS_ROWS rows and at the end.
+    """
+    next_refresh = FIRST_STATISTICS_ROWS
     for chunk in chunks:
         summary.rows += chunk.rows
         for line, reason, fields in chunk.bad:
             reject(summary, rejects, line, reason, fields)
         if chunk.good:
             write(chunk.good)
+        if summary.rows >= next_refresh:
+            refresh()
+            next_refresh = summary.rows + STATISTICS_ROWS
         if on_batch is not None:
             on_batch(summary, chunk.bytes_read)
+    refresh()
     return summary
 
 

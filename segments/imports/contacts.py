@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
-from segments.db import utcnow
+from segments.db import refresh_statistics, utcnow
 from segments.imports import values
 from segments.imports.batches import DEFAULT_BATCH_SIZE, ImportSummary, RejectSink, read_chunks, reject, run
 from segments.imports.reading import FileProblem, Record, csv_records
@@ -154,4 +154,4 @@ def import_contacts(
                 summary.updated += 1
         session.flush()
 
-    return run(chunks, write, summary, rejects, on_batch)
+    return run(chunks, write, summary, rejects, on_batch, lambda: refresh_statistics(session.connection(), ["contacts", "identities", "interests", "consents"]))

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from segments.db import utcnow
+from segments.db import refresh_statistics, utcnow
 from segments.imports import values
 from segments.imports.batches import DEFAULT_BATCH_SIZE, ImportSummary, RejectSink, read_chunks, reject, run
 from segments.imports.bulk import Bulk
@@ -218,7 +218,7 @@ def import_events(
         summary.created += len(rows)
         session.flush()
 
-    return run(chunks, write, summary, rejects, on_batch)
+    return run(chunks, write, summary, rejects, on_batch, lambda: refresh_statistics(session.connection(), ["contacts", "identities", "events"]))
 
 
 def _already_imported(connection, source: str, external_ids: list[str]) -> set[str]:
