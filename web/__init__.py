@@ -11,6 +11,7 @@ from flask import Flask
 import config
 from web import db
 from web.contacts_cli import contacts_group, events_group
+from web.segments_cli import segments_group
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -29,4 +30,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     db.init_app(app)
     app.cli.add_command(contacts_group)
     app.cli.add_command(events_group)
+    app.cli.add_command(segments_group)
     return app
