@@ -11,6 +11,7 @@ from flask import Flask
 import config
 from web import db
 from web.contacts_cli import contacts_group, events_group
+from web.demo import demo_command
 from web.segments_cli import segments_group
 
 
@@ -31,4 +32,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.cli.add_command(contacts_group)
     app.cli.add_command(events_group)
     app.cli.add_command(segments_group)
+    app.cli.add_command(demo_command)
     return app

@@ -1,0 +1,37 @@
+"""`patron demo`: the main job on embedded defaults, run twice."""
+
+import re
+
+from sqlalchemy import func, select
+
+from segments.models import Contact, Event, Identity, Segment
+
+
+def test_demo_imports_the_audience_and_counts_the_example_segments(runner, session):
+    first = runner.invoke(args=["demo"])
+    assert first.exit_code == 0, first.output
+    assert "Imported customers from customers.csv: 1200 rows, 1200 created" in first.output
+    contacts = session.scalar(select(func.count()).select_from(Contact))
+    events = session.scalar(select(func.count()).select_from(Event))
+    # Purchases joined customers by loyalty card alone: most events have a contact with an email.
+    joined = session.scalar(select(func.count()).select_from(Event).join(Contact).where(Contact.email.is_not(None)))
+    assert joined > 0.9 * events
+    assert session.scalar(select(func.count()).select_from(Identity).where(Identity.channel == "pos")) > 800
+    names = set(session.scalars(select(Segment.name)))
+    assert {"spanish-pizza-lovers", "gold-regulars", "recent-complaints"} <= names
+    printed = dict(re.findall(r"^  ([a-z-]+)\s+([\d,]+)  ", first.output, re.M))
+    assert set(printed) == names
+    assert all(int(count.replace(",", "")) > 0 for count in printed.values())
+
+    second = runner.invoke(args=["demo"])
+    assert second.exit_code == 0, second.output
+    assert "1200 rows, 0 created, 1200 updated" in second.output
+    assert "2695 rows, 0 created, 0 updated, 0 rejected, 2695 duplicates" in second.output
+    assert session.scalar(select(func.count()).select_from(Contact)) == contacts
+    assert session.scalar(select(func.count()).select_from(Event)) == events
+
+
+def test_demo_without_examples_says_where_it_looked(runner, tmp_path):
+    result = runner.invoke(args=["demo", "--examples", str(tmp_path)])
+    assert result.exit_code == 1
+    assert str(tmp_path) in result.output and "customers.csv" in result.output

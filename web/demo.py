@@ -1,0 +1,112 @@
+"""``patron demo``: Patron's main job on embedded defaults, start to finish, saying what it did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy import func, select
+
+from segments.db import utcnow
+from segments.imports import RejectsFile, import_contacts, import_events
+from segments.models import Contact, Event, Identity, Interest
+from segments.rules import load_rules_file
+from segments.service import count_segment, save_segment
+from web.db import get_session, upgrade
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@click.command("demo")
+@click.option("--examples", "examples_dir", type=click.Path(file_okay=False, path_type=Path), default=EXAMPLES,
+              show_default="examples/ of the source checkout", help="Where the sample audience and segments are.")
+@with_appcontext
+def demo_command(examples_dir: Path):
+    """Set up the database, import the sample audience, create the example segments and count them."""
+    if not (examples_dir / "customers.csv").is_file():
+        raise click.ClickException(f"{examples_dir}: no customers.csv here; pass --examples DIR of a Patron checkout")
+    engine = current_app.extensions["patron_engine"]
+    upgrade(engine)
+    click.echo(f"Database: {engine.url.render_as_string(hide_password=True)} (migrated to the newest schema)")
+
+    session = get_session()
+    steps = [
+        ("customers", examples_dir / "customers.csv", lambda path, rejects: import_contacts(
+            session, path, source="demo", rejects=rejects, on_batch=lambda *_: session.commit())),
+        ("point-of-sale purchases", examples_dir / "pos_events.csv", lambda path, rejects: import_events(
+            session, path, channel="pos", rejects=rejects, on_batch=lambda *_: session.commit())),
+        ("call-centre calls", examples_dir / "call_centre_events.jsonl", lambda path, rejects: import_events(
+            session, path, channel="call_centre", format="jsonl", rejects=rejects, on_batch=lambda *_: session.commit())),
+    ]
+    for label, path, run in steps:
+        with RejectsFile(Path(current_app.instance_path) / f"demo-{path.name}.rejects.csv") as rejects:
+            summary = run(path, rejects)
+        session.commit()
+        report = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.as_dict().items())
+        click.echo(f"Imported {label} from {path.name}: {report}")
+        if rejects.count:
+            click.echo(f"  rejected rows are in {rejects.path}")
+
+    _show_audience(session)
+    half_life = current_app.config["PATRON_INTEREST_HALF_LIFE_DAYS"]
+    click.echo("\nSegments (created or updated from examples/segments/):")
+    for path in sorted((examples_dir / "segments").glob("*.y*ml")):
+        rules = load_rules_file(path)
+        description = _first_comment(path)
+        segment = save_segment(session, path.stem, rules, description=description)
+        session.commit()
+        count = count_segment(session, segment, now=utcnow(), half_life_days=half_life)
+        summary = description if len(description) <= 72 else description[:71].rsplit(" ", 1)[0] + "…"
+        click.echo(f"  {path.stem:<28} {count:>6,}  {summary}")
+    click.echo("\nNext: `patron segments preview NAME` lists who is in one; `patron segments count --rules FILE` tries your own.")
+
+
+def _show_audience(session) -> None:
+    contacts = session.scalar(select(func.count()).select_from(Contact))
+    by_channel = dict(session.execute(select(Event.channel, func.count()).group_by(Event.channel)).all())
+    joined = session.scalar(
+        select(func.count(func.distinct(Event.contact_id))).join(Contact).where(Contact.email.is_not(None))
+    )
+    click.echo(
+        f"\nThe audience: {contacts:,} contacts; events by channel: "
+        + ", ".join(f"{channel} {count:,}" for channel, count in sorted(by_channel.items()))
+        + f"; {joined:,} contacts with an email also have events from the till or the call centre."
+    )
+    # One customer as the shop knows them: every channel, one profile.
+    regular = session.scalar(
+        select(Contact)
+        .join(Event, Event.contact_id == Contact.id)
+        .where(Contact.email.is_not(None))
+        .group_by(Contact.id)
+        .having(func.count(func.distinct(Event.channel)) > 1)
+        .order_by(func.count().desc(), Contact.id)
+        .limit(1)
+    )
+    if regular is None:
+        return
+    identities = session.execute(select(Identity.channel, Identity.value).where(Identity.contact_id == regular.id)).all()
+    interests = session.execute(
+        select(Interest.tag, Interest.score).where(Interest.contact_id == regular.id).order_by(Interest.score.desc())
+    ).all()
+    events = session.execute(
+        select(Event.channel, func.count()).where(Event.contact_id == regular.id).group_by(Event.channel)
+    ).all()
+    click.echo(
+        f"For example, {regular.first_name} {regular.last_name} <{regular.email}>, {regular.locale}, {regular.timezone}: "
+        + "known as " + ", ".join(f"{channel} {value}" for channel, value in identities)
+        + "; likes " + ", ".join(f"{tag} ({score:g})" for tag, score in interests)
+        + "; " + ", ".join(f"{count} {channel} events" for channel, count in events) + "."
+    )
+
+
+def _first_comment(path: Path) -> str:
+    """The first sentence of a rule file's opening comment: what the segment selects, in words."""
+    words = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        words.append(line.lstrip("#").strip())
+    text = " ".join(words)
+    return text.split(". ")[0].rstrip(".") if text else ""
