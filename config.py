@@ -79,7 +79,10 @@ def _secret_key(env, instance: Path) -> str:
     instance.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
     # Created owner-only: the key signs tracking links and sessions.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return path.read_text().strip()
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
     return key

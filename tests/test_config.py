@@ -1,0 +1,53 @@
+"""Settings: embedded defaults, and a clear stop on a bad value."""
+
+import stat
+
+import pytest
+from click.testing import CliRunner
+from flask.cli import FlaskGroup
+
+from config import SettingsError, load_settings
+from web.cli import _create_app
+
+
+def test_defaults_are_embedded_and_the_secret_key_is_kept(tmp_path):
+    settings = load_settings({}, instance_path=tmp_path)
+    assert settings.database_url == f"sqlite:///{tmp_path / 'patron.db'}"
+    assert settings.base_url == "http://127.0.0.1:5000"
+    assert len(settings.secret_key) >= 32
+    key_file = tmp_path / "secret_key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert load_settings({}, instance_path=tmp_path).secret_key == settings.secret_key
+
+
+def test_postgresql_urls_use_psycopg_3(tmp_path):
+    settings = load_settings({"PATRON_DATABASE_URL": "postgresql://u:p@db:5432/patron"}, instance_path=tmp_path)
+    assert settings.database_url == "postgresql+psycopg://u:p@db:5432/patron"
+
+
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("PATRON_DATABASE_URL", "mysql://x/y", "sqlite or postgresql"),
+        ("PATRON_DATABASE_URL", "not a url", "not a database URL"),
+        ("PATRON_SECRET_KEY", "short", "at least 32"),
+        ("PATRON_BASE_URL", "ftp://example.com", r"http\(s\) URL"),
+        ("PATRON_BASE_URL", "https://example.com/?a=1", "query"),
+        ("PATRON_INTEREST_HALF_LIFE_DAYS", "soon", "must be a number"),
+        ("PATRON_INTEREST_HALF_LIFE_DAYS", "-3", "positive"),
+    ],
+)
+def test_a_bad_value_names_its_variable(tmp_path, variable, value, message):
+    with pytest.raises(SettingsError, match=message) as raised:
+        load_settings({variable: value}, instance_path=tmp_path)
+    assert raised.value.variable == variable
+    assert str(raised.value).startswith(variable)
+
+
+def test_the_cli_stops_with_one_line_naming_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATRON_INSTANCE_PATH", str(tmp_path))
+    monkeypatch.setenv("PATRON_BASE_URL", "ftp://example.com")
+    result = CliRunner().invoke(FlaskGroup(create_app=_create_app), ["db", "upgrade"])
+    assert result.exit_code == 1
+    assert "invalid setting PATRON_BASE_URL" in result.output
+    assert "Traceback" not in result.output
