@@ -45,7 +45,9 @@ SEGMENTS = {
         ]
     },
     "event condition (2+ pos purchases in 30 days)": {
-        "event": {"type": "purchase", "channel": "pos", "within_days": 30}, "op": "gte", "value": 2,
+        "event": {"type": "purchase", "channel": "pos", "within_days": 30},
+        "op": "gte",
+        "value": 2,
     },
     "lapsed (no purchase in 60 days, had one before)": {
         "all": [
@@ -58,7 +60,12 @@ SEGMENTS = {
         "all": [
             {"consent": "marketing", "op": "eq", "value": True},
             {"interest": "vegan", "op": "gte", "value": 2},
-            {"any": [{"field": "locale", "op": "startswith", "value": "es"}, {"field": "locale", "op": "eq", "value": "fr"}]},
+            {
+                "any": [
+                    {"field": "locale", "op": "startswith", "value": "es"},
+                    {"field": "locale", "op": "eq", "value": "fr"},
+                ]
+            },
         ]
     },
 }
@@ -103,7 +110,7 @@ def run_measured(command: list[str], env: dict | None = None) -> tuple[dict, flo
         nonlocal peak
         while not done.is_set():
             peak = max(peak, sum(_pss_kib(pid) for pid in _tree(process.pid)))
-            time.sleep(0.05)
+            time.sleep(0.5)  # reading smaps_rollup is not free: sample gently
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -132,6 +139,7 @@ def import_with_cli(url: str, *args: str) -> dict:
 
 # ---------------------------------------------------------------- workers (child processes)
 
+
 def _session(url: str):
     from segments.db import make_engine, make_session_factory
 
@@ -159,7 +167,9 @@ def worker_naive_import(url: str, path: str, limit: str) -> dict:
             email = values.email(row["email"])
             contact = session.scalar(select(Contact).where(Contact.email == email))
             if contact is None and row["id:pos"]:
-                identity = session.scalar(select(Identity).where(Identity.channel == "pos", Identity.value == row["id:pos"]))
+                identity = session.scalar(
+                    select(Identity).where(Identity.channel == "pos", Identity.value == row["id:pos"])
+                )
                 contact = identity.contact if identity else None
             if contact is None:
                 contact = Contact(email=email, attributes={})
@@ -169,7 +179,9 @@ def worker_naive_import(url: str, path: str, limit: str) -> dict:
             contact.attributes = {k[5:]: values.typed(v) for k, v in row.items() if k.startswith("attr:") and v}
             session.flush()
             for channel, column in (("phone", "phone"), ("pos", "id:pos")):
-                if row[column] and not session.scalar(select(Identity).where(Identity.channel == channel, Identity.value == row[column])):
+                if row[column] and not session.scalar(
+                    select(Identity).where(Identity.channel == channel, Identity.value == row[column])
+                ):
                     session.add(Identity(contact=contact, channel=channel, value=row[column]))
             for key, value in row.items():
                 if key.startswith("interest:") and value:
@@ -197,7 +209,11 @@ def worker_counts(url: str) -> dict:
             started = time.perf_counter()
             count = count_contacts(session, rule, now=utcnow(), half_life_days=HALF_LIFE_DAYS)
             timings.append(time.perf_counter() - started)
-        results[name] = {"count": count, "seconds": round(statistics.median(timings), 3), "cold_seconds": round(timings[0], 3)}
+        results[name] = {
+            "count": count,
+            "seconds": round(statistics.median(timings), 3),
+            "cold_seconds": round(timings[0], 3),
+        }
     return results
 
 
@@ -212,9 +228,7 @@ def worker_naive_count(url: str) -> dict:
     session = _session(url)
     now = utcnow()
     started = time.perf_counter()
-    pizza = dict(
-        session.execute(select(Interest.contact_id, Interest).where(Interest.tag == "pizza")).all()
-    )
+    pizza = dict(session.execute(select(Interest.contact_id, Interest).where(Interest.tag == "pizza")).all())
     count = 0
     query = select(Contact.id, Contact.locale, Contact.attributes).where(Contact.status == "active")
     for contact_id, locale, attributes in session.execute(query.execution_options(yield_per=10_000)):
@@ -230,6 +244,7 @@ WORKERS = {"naive-import": worker_naive_import, "counts": worker_counts, "naive-
 
 # ---------------------------------------------------------------- the benchmark
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contacts", type=int, default=100_000)
@@ -240,10 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
 
     import datagen
+
     from segments.db import make_engine
     from web.db import upgrade
 
-    say = (lambda *a, **k: None) if options.json else print
+    say = (lambda *a, **k: None) if options.json else (lambda *a, **k: print(*a, **k, flush=True))
     work = options.keep or Path(tempfile.mkdtemp(prefix="patron-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     url = options.database_url or f"sqlite:///{work / 'audience.db'}"
@@ -263,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     datagen.write_customers(customers, n, reference=today)
     pos_rows = datagen.write_pos_events(pos, n, options.events_per_contact, reference=today)
     call_rows = datagen.write_call_centre_events(calls, n, reference=today)
-    say(f"generated {n:,} contacts, {pos_rows:,} purchases, {call_rows:,} calls in {time.perf_counter() - started:.1f} s")
+    say(
+        f"generated {n:,} contacts, {pos_rows:,} purchases, {call_rows:,} calls in {time.perf_counter() - started:.1f} s"
+    )
 
     for database in (url, naive_url):
         engine = make_engine(database)
@@ -272,18 +290,24 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict = {"contacts": n, "database": "postgresql" if url.startswith("postgresql") else "sqlite"}
     first = report["contacts_import"] = import_with_cli(url, "contacts", "import", str(customers))
-    say(f"contacts import: {first['rows_per_s']:,} rows/s ({first['rows']:,} rows in {first['seconds']} s), peak memory {first['peak_pss_mb']} MB")
+    say(
+        f"contacts import: {first['rows_per_s']:,} rows/s ({first['rows']:,} rows in {first['seconds']} s), peak memory {first['peak_pss_mb']} MB"
+    )
     again = report["contacts_reimport"] = import_with_cli(url, "contacts", "import", str(customers))
     say(f"contacts re-import (all updates): {again['rows_per_s']:,} rows/s, peak memory {again['peak_pss_mb']} MB")
     limit = min(n, NAIVE_IMPORT_ROWS)
     naive, seconds, naive_mb = run_measured(worker("naive-import", naive_url, str(customers), str(limit)))
     report["naive_contacts_import"] = {**naive, "peak_pss_mb": naive_mb}
-    say(f"naive import (ORM, row at a time, first {limit:,} rows): {naive['rows_per_s']:,} rows/s"
-        f" — Patron is {first['rows_per_s'] / naive['rows_per_s']:.1f}x faster")
+    say(
+        f"naive import (ORM, row at a time, first {limit:,} rows): {naive['rows_per_s']:,} rows/s"
+        f" — Patron is {first['rows_per_s'] / naive['rows_per_s']:.1f}x faster"
+    )
 
     for channel, path, key in (("pos", pos, "pos_events_import"), ("call_centre", calls, "call_centre_events_import")):
         result = report[key] = import_with_cli(url, "events", "import", str(path), "--channel", channel)
-        say(f"{channel} events import: {result['rows_per_s']:,} rows/s ({result['rows']:,} rows), peak memory {result['peak_pss_mb']} MB")
+        say(
+            f"{channel} events import: {result['rows_per_s']:,} rows/s ({result['rows']:,} rows), peak memory {result['peak_pss_mb']} MB"
+        )
 
     counts, _, _ = run_measured(worker("counts", url))
     report["segment_counts"] = counts
@@ -293,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     naive_count, _, _ = run_measured(worker("naive-count", url))
     report["naive_three_condition_count"] = naive_count
     three = counts["three conditions (locale, attribute, interest)"]
-    say(f"  naive three-condition count (every contact through Python): {naive_count['seconds']:.3f} s, count {naive_count['count']:,}"
-        f" — {naive_count['seconds'] / max(three['seconds'], 1e-6):.0f}x slower")
+    say(
+        f"  naive three-condition count (every contact through Python): {naive_count['seconds']:.3f} s, count {naive_count['count']:,}"
+        f" — {naive_count['seconds'] / max(three['seconds'], 1e-6):.0f}x slower"
+    )
     if naive_count["count"] != three["count"]:
         raise SystemExit("the naive count disagrees with the compiled segment")
     if options.json:

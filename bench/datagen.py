@@ -46,8 +46,16 @@ MAX_CONTACTS = 8_000_000
 BLOCK = 5_000  # contacts whose events are generated, sorted and written together
 
 INTEREST_TAGS = ("pizza", "pasta", "vegan", "wine", "desserts", "coffee", "family", "delivery")
-TAG_WEIGHTS = {"pizza": 22, "pasta": 16, "coffee": 14, "desserts": 12, "wine": 10, "delivery": 10, "family": 9,
-               "vegan": 7}
+TAG_WEIGHTS = {
+    "pizza": 22,
+    "pasta": 16,
+    "coffee": 14,
+    "desserts": 12,
+    "wine": 10,
+    "delivery": 10,
+    "family": 9,
+    "vegan": 7,
+}
 TIERS = (("bronze", 62), ("silver", 27), ("gold", 11))
 # Gold members shop about twice as often as average, bronze a little less.
 TIER_FREQUENCY = {"bronze": 0.8, "silver": 1.15, "gold": 1.9}
@@ -59,14 +67,38 @@ ORPHAN_PURCHASE_SHARE = 0.02  # purchases on loyalty cards that no contact holds
 UNKNOWN_CALLER_SHARE = 0.03  # calls from numbers that no contact has
 CALL_REASONS = (("order", 35), ("delivery", 25), ("complaint", 25), ("allergy question", 15))
 CALL_MINUTES = {"order": (2, 8), "delivery": (2, 10), "complaint": (4, 25), "allergy question": (3, 12)}
-AGENTS = ("Aisha K.", "Ben T.", "Carmen R.", "Dominique L.", "Elena V.", "Fatima B.", "Greta H.",
-          "Hiroshi N.", "Inés P.", "João M.", "Kwame O.", "Lukas W.")
+AGENTS = (
+    "Aisha K.",
+    "Ben T.",
+    "Carmen R.",
+    "Dominique L.",
+    "Elena V.",
+    "Fatima B.",
+    "Greta H.",
+    "Hiroshi N.",
+    "Inés P.",
+    "João M.",
+    "Kwame O.",
+    "Lukas W.",
+)
 # Price range in cents of one purchase, by what was bought.
-PRICES = {"pizza": (800, 2800), "pasta": (900, 2400), "vegan": (800, 2200), "wine": (1200, 6000),
-          "desserts": (400, 1200), "coffee": (200, 700), "family": (2500, 7000), "delivery": (1200, 4500)}
+PRICES = {
+    "pizza": (800, 2800),
+    "pasta": (900, 2400),
+    "vegan": (800, 2200),
+    "wine": (1200, 6000),
+    "desserts": (400, 1200),
+    "coffee": (200, 700),
+    "family": (2500, 7000),
+    "delivery": (1200, 4500),
+}
 # Local opening hours, weighted: (first second of the window, its length in seconds, weight).
-SHOP_HOURS = ((8 * 3600, 2 * 3600, 5), (int(11.5 * 3600), 3 * 3600, 45), (15 * 3600, 2 * 3600, 10),
-              (int(18.5 * 3600), int(3.5 * 3600), 40))
+SHOP_HOURS = (
+    (8 * 3600, 2 * 3600, 5),
+    (int(11.5 * 3600), 3 * 3600, 45),
+    (15 * 3600, 2 * 3600, 10),
+    (int(18.5 * 3600), int(3.5 * 3600), 40),
+)
 CALL_HOURS = ((9 * 3600, 11 * 3600, 1),)
 
 # Only reserved example domains (RFC 2606) and their subdomains: never a real mailbox.
@@ -75,8 +107,18 @@ COMMON_DOMAINS = (("example.com", 40), ("example.org", 20), ("example.net", 20))
 UNKNOWN_CALLER_PREFIX = "+44207946"
 
 CUSTOMER_COLUMNS = (
-    "email", "first_name", "last_name", "locale", "timezone", "phone", "id:pos",
-    "attr:city", "attr:tier", "attr:birth_year", "attr:vip", "attr:signup_date",
+    "email",
+    "first_name",
+    "last_name",
+    "locale",
+    "timezone",
+    "phone",
+    "id:pos",
+    "attr:city",
+    "attr:tier",
+    "attr:birth_year",
+    "attr:vip",
+    "attr:signup_date",
     *(f"interest:{tag}" for tag in INTEREST_TAGS),
     "consent:marketing",
 )
@@ -84,12 +126,30 @@ POS_COLUMNS = ("id", "type", "occurred_at", "id:pos", "prop:store", "prop:amount
 
 # Standard-time UTC offsets in hours; summer time is ignored, which only shifts local hours by one.
 UTC_OFFSET = {
-    "America/New_York": -5, "America/Detroit": -5, "America/Chicago": -6, "America/Denver": -7,
-    "America/Phoenix": -7, "America/Los_Angeles": -8, "America/Anchorage": -9, "Pacific/Honolulu": -10,
-    "Europe/London": 0, "Europe/Madrid": 1, "Atlantic/Canary": 0, "Europe/Paris": 1, "Europe/Berlin": 1,
-    "America/Mexico_City": -6, "America/Monterrey": -6, "America/Tijuana": -8, "America/Merida": -6,
-    "America/Cancun": -5, "America/Hermosillo": -7, "America/Chihuahua": -6,
-    "America/Sao_Paulo": -3, "America/Bahia": -3, "America/Recife": -3, "America/Fortaleza": -3,
+    "America/New_York": -5,
+    "America/Detroit": -5,
+    "America/Chicago": -6,
+    "America/Denver": -7,
+    "America/Phoenix": -7,
+    "America/Los_Angeles": -8,
+    "America/Anchorage": -9,
+    "Pacific/Honolulu": -10,
+    "Europe/London": 0,
+    "Europe/Madrid": 1,
+    "Atlantic/Canary": 0,
+    "Europe/Paris": 1,
+    "Europe/Berlin": 1,
+    "America/Mexico_City": -6,
+    "America/Monterrey": -6,
+    "America/Tijuana": -8,
+    "America/Merida": -6,
+    "America/Cancun": -5,
+    "America/Hermosillo": -7,
+    "America/Chihuahua": -6,
+    "America/Sao_Paulo": -3,
+    "America/Bahia": -3,
+    "America/Recife": -3,
+    "America/Fortaleza": -3,
     "America/Manaus": -4,
 }
 
@@ -117,84 +177,173 @@ def _br(ddd: str) -> tuple[str, ...]:
 
 LOCALES: dict[str, Locale] = {
     "en": Locale(
-        30, "+1", (),
-        (("New York", "America/New_York", 20, ("212", "646", "917")),
-         ("Los Angeles", "America/Los_Angeles", 14, ("213", "310", "323")),
-         ("Chicago", "America/Chicago", 12, ("312", "773")), ("Houston", "America/Chicago", 9, ("713", "832")),
-         ("Phoenix", "America/Phoenix", 6, ("602", "480")), ("Philadelphia", "America/New_York", 6, ("215", "267")),
-         ("Seattle", "America/Los_Angeles", 6, ("206",)), ("Denver", "America/Denver", 6, ("303", "720")),
-         ("Boston", "America/New_York", 6, ("617", "857")), ("Atlanta", "America/New_York", 6, ("404", "678")),
-         ("Miami", "America/New_York", 5, ("305", "786")), ("Detroit", "America/Detroit", 2, ("313",)),
-         ("Anchorage", "America/Anchorage", 1, ("907",)), ("Honolulu", "Pacific/Honolulu", 1, ("808",))),
+        30,
+        "+1",
+        (),
+        (
+            ("New York", "America/New_York", 20, ("212", "646", "917")),
+            ("Los Angeles", "America/Los_Angeles", 14, ("213", "310", "323")),
+            ("Chicago", "America/Chicago", 12, ("312", "773")),
+            ("Houston", "America/Chicago", 9, ("713", "832")),
+            ("Phoenix", "America/Phoenix", 6, ("602", "480")),
+            ("Philadelphia", "America/New_York", 6, ("215", "267")),
+            ("Seattle", "America/Los_Angeles", 6, ("206",)),
+            ("Denver", "America/Denver", 6, ("303", "720")),
+            ("Boston", "America/New_York", 6, ("617", "857")),
+            ("Atlanta", "America/New_York", 6, ("404", "678")),
+            ("Miami", "America/New_York", 5, ("305", "786")),
+            ("Detroit", "America/Detroit", 2, ("313",)),
+            ("Anchorage", "America/Anchorage", 1, ("907",)),
+            ("Honolulu", "Pacific/Honolulu", 1, ("808",)),
+        ),
         "James Mary Robert Patricia John Jennifer Michael Linda David Elizabeth William Barbara Richard Susan "
         "Joseph Jessica Thomas Sarah Christopher Karen Daniel Emily Matthew Ashley Anthony Megan Andrew Hannah "
         "Joshua Olivia Tyler Madison Brandon Chloe Kevin Grace Jordan Taylor Marcus Keisha",
         "Smith Johnson Williams Brown Jones Miller Davis Wilson Anderson Taylor Thomas Moore Jackson Martin Lee "
         "Thompson White Harris Clark Lewis Robinson Walker Young Allen King Wright Scott Hill Green Adams Baker "
         "Nelson Carter Mitchell Roberts Turner Phillips Campbell Parker Evans O'Brien Nguyen Kim Patel Washington",
-        0.0, ("Downtown", "Uptown"), "inbox.example.com", {"coffee": 1.2, "delivery": 1.5}),
+        0.0,
+        ("Downtown", "Uptown"),
+        "inbox.example.com",
+        {"coffee": 1.2, "delivery": 1.5},
+    ),
     "en-GB": Locale(
-        15, "+44", tuple(f"7{d}" for d in (*range(40, 60), 73, 77, 78, 79, *range(80, 100))),
-        (("London", "Europe/London", 35, ()), ("Manchester", "Europe/London", 12, ()),
-         ("Birmingham", "Europe/London", 12, ()), ("Leeds", "Europe/London", 8, ()),
-         ("Glasgow", "Europe/London", 8, ()), ("Liverpool", "Europe/London", 6, ()),
-         ("Bristol", "Europe/London", 6, ()), ("Edinburgh", "Europe/London", 6, ()),
-         ("Cardiff", "Europe/London", 4, ()), ("Belfast", "Europe/London", 3, ())),
+        15,
+        "+44",
+        tuple(f"7{d}" for d in (*range(40, 60), 73, 77, 78, 79, *range(80, 100))),
+        (
+            ("London", "Europe/London", 35, ()),
+            ("Manchester", "Europe/London", 12, ()),
+            ("Birmingham", "Europe/London", 12, ()),
+            ("Leeds", "Europe/London", 8, ()),
+            ("Glasgow", "Europe/London", 8, ()),
+            ("Liverpool", "Europe/London", 6, ()),
+            ("Bristol", "Europe/London", 6, ()),
+            ("Edinburgh", "Europe/London", 6, ()),
+            ("Cardiff", "Europe/London", 4, ()),
+            ("Belfast", "Europe/London", 3, ()),
+        ),
         "Oliver Amelia George Isla Harry Ava Jack Mia Charlie Sophie Thomas Emily Oscar Poppy William Ella James "
         "Freya Alfie Lily Henry Grace Archie Evie Leo Florence Joshua Charlotte Alexander Ruby Rhys Niamh Callum "
         "Eilidh Priya Mohammed",
         "Smith Jones Williams Taylor Davies Brown Evans Wilson Thomas Johnson Roberts Robinson Thompson Wright "
         "Walker White Edwards Hughes Green Hall Wood Harris Lewis Martin Jackson Clarke Turner Hill Scott Cooper "
         "Morris Ward Moore King Watson Baker Harrison Morgan Patel Khan MacDonald Campbell Stewart O'Neill",
-        0.0, ("High Street", "Station"), "inbox.example.com", {"delivery": 1.4, "vegan": 1.4}),
+        0.0,
+        ("High Street", "Station"),
+        "inbox.example.com",
+        {"delivery": 1.4, "vegan": 1.4},
+    ),
     "es": Locale(
-        14, "+34", ("60", "61", "62", "63", "64", "65", "66", "67", "68", "69", "71", "72"),
-        (("Madrid", "Europe/Madrid", 30, ()), ("Barcelona", "Europe/Madrid", 25, ()),
-         ("Valencia", "Europe/Madrid", 12, ()), ("Sevilla", "Europe/Madrid", 10, ()),
-         ("Málaga", "Europe/Madrid", 7, ()), ("Zaragoza", "Europe/Madrid", 6, ()),
-         ("Bilbao", "Europe/Madrid", 6, ()), ("Palma", "Europe/Madrid", 4, ()),
-         ("Las Palmas de Gran Canaria", "Atlantic/Canary", 4, ())),
+        14,
+        "+34",
+        ("60", "61", "62", "63", "64", "65", "66", "67", "68", "69", "71", "72"),
+        (
+            ("Madrid", "Europe/Madrid", 30, ()),
+            ("Barcelona", "Europe/Madrid", 25, ()),
+            ("Valencia", "Europe/Madrid", 12, ()),
+            ("Sevilla", "Europe/Madrid", 10, ()),
+            ("Málaga", "Europe/Madrid", 7, ()),
+            ("Zaragoza", "Europe/Madrid", 6, ()),
+            ("Bilbao", "Europe/Madrid", 6, ()),
+            ("Palma", "Europe/Madrid", 4, ()),
+            ("Las Palmas de Gran Canaria", "Atlantic/Canary", 4, ()),
+        ),
         "Antonio María Manuel Carmen José Ana Francisco Laura David Isabel Javier Lucía Daniel Marta Carlos "
         "Cristina Jesús Paula Alejandro Elena Miguel Sara Rafael Raquel Pablo Pilar Sergio Nuria Jorge Alba "
         "Álvaro Irene Adrián Rocío Iñaki Montserrat Jordi Begoña",
         "García Rodríguez González Fernández López Martínez Sánchez Pérez Gómez Martín Jiménez Ruiz Hernández "
         "Díaz Moreno Muñoz Álvarez Romero Alonso Gutiérrez Navarro Torres Domínguez Vázquez Ramos Gil Ramírez "
         "Serrano Blanco Molina Morales Suárez Ortega Delgado Castro Ortiz Rubio Marín Sanz Iglesias",
-        0.7, ("Centro", "Norte"), "correo.example.com", {"family": 1.5, "wine": 1.3}),
+        0.7,
+        ("Centro", "Norte"),
+        "correo.example.com",
+        {"family": 1.5, "wine": 1.3},
+    ),
     "es-MX": Locale(
-        12, "+52", (),
-        (("Ciudad de México", "America/Mexico_City", 35, _mx("55")),
-         ("Guadalajara", "America/Mexico_City", 15, _mx("33")), ("Monterrey", "America/Monterrey", 15, _mx("81")),
-         ("Puebla", "America/Mexico_City", 8, _mx("222")), ("Tijuana", "America/Tijuana", 7, _mx("664")),
-         ("Mérida", "America/Merida", 5, _mx("999")), ("Cancún", "America/Cancun", 5, _mx("998")),
-         ("Hermosillo", "America/Hermosillo", 4, _mx("662")), ("Chihuahua", "America/Chihuahua", 3, _mx("614"))),
+        12,
+        "+52",
+        (),
+        (
+            ("Ciudad de México", "America/Mexico_City", 35, _mx("55")),
+            ("Guadalajara", "America/Mexico_City", 15, _mx("33")),
+            ("Monterrey", "America/Monterrey", 15, _mx("81")),
+            ("Puebla", "America/Mexico_City", 8, _mx("222")),
+            ("Tijuana", "America/Tijuana", 7, _mx("664")),
+            ("Mérida", "America/Merida", 5, _mx("999")),
+            ("Cancún", "America/Cancun", 5, _mx("998")),
+            ("Hermosillo", "America/Hermosillo", 4, _mx("662")),
+            ("Chihuahua", "America/Chihuahua", 3, _mx("614")),
+        ),
         "José Guadalupe Juan María Luis Fernanda Carlos Ximena Jorge Valeria Alejandro Daniela Miguel_Ángel "
         "Sofía Francisco Camila Ricardo Regina Eduardo Mariana Fernando Andrea Diego Itzel Jesús Gabriela "
         "Arturo Alejandra Emiliano Paola Santiago Renata Héctor Verónica Rodrigo Brenda",
         "Hernández García Martínez López González Pérez Rodríguez Sánchez Ramírez Cruz Flores Gómez Morales "
         "Vázquez Reyes Jiménez Torres Díaz Gutiérrez Ruiz Mendoza Aguilar Ortiz Moreno Castillo Romero Álvarez "
         "Méndez Chávez Rivera Juárez Ramos Domínguez Herrera Medina Castro Guzmán Velázquez Rojas Contreras",
-        0.7, ("Centro", "Norte"), "correo.example.com", {"family": 1.6, "delivery": 1.3}),
+        0.7,
+        ("Centro", "Norte"),
+        "correo.example.com",
+        {"family": 1.6, "delivery": 1.3},
+    ),
     "fr": Locale(
-        10, "+33", tuple(f"{a}{b}" for a in "67" for b in "0123456789"),
-        (("Paris", "Europe/Paris", 35, ()), ("Lyon", "Europe/Paris", 12, ()), ("Marseille", "Europe/Paris", 12, ()),
-         ("Toulouse", "Europe/Paris", 9, ()), ("Bordeaux", "Europe/Paris", 7, ()), ("Lille", "Europe/Paris", 7, ()),
-         ("Nice", "Europe/Paris", 6, ()), ("Nantes", "Europe/Paris", 6, ()), ("Strasbourg", "Europe/Paris", 6, ())),
+        10,
+        "+33",
+        tuple(f"{a}{b}" for a in "67" for b in "0123456789"),
+        (
+            ("Paris", "Europe/Paris", 35, ()),
+            ("Lyon", "Europe/Paris", 12, ()),
+            ("Marseille", "Europe/Paris", 12, ()),
+            ("Toulouse", "Europe/Paris", 9, ()),
+            ("Bordeaux", "Europe/Paris", 7, ()),
+            ("Lille", "Europe/Paris", 7, ()),
+            ("Nice", "Europe/Paris", 6, ()),
+            ("Nantes", "Europe/Paris", 6, ()),
+            ("Strasbourg", "Europe/Paris", 6, ()),
+        ),
         "Jean Marie Pierre Nathalie Michel Isabelle Philippe Sylvie Nicolas Catherine François Sophie Julien "
         "Céline Thomas Camille Antoine Léa Maxime Chloé Hugo Manon Lucas Inès Louis Juliette Théo Émilie "
         "Gabriel Margaux Arthur Élodie Raphaël Hélène Jérôme Aurélie",
         "Martin Bernard Dubois Thomas Robert Richard Petit Durand Leroy Moreau Simon Laurent Lefebvre Michel "
         "Garcia David Bertrand Roux Vincent Fournier Morel Girard André Lefèvre Mercier Dupont Lambert Bonnet "
         "François Legrand Garnier Faure Rousseau Blanc Guérin Muller Henry Roussel Perrin Morin Mathieu Clément",
-        0.0, ("Centre", "Gare"), "courriel.example.net", {"wine": 2.0, "desserts": 1.3}),
+        0.0,
+        ("Centre", "Gare"),
+        "courriel.example.net",
+        {"wine": 2.0, "desserts": 1.3},
+    ),
     "de": Locale(
-        10, "+49", ("151", "152", "157", "160", "162", "163", "170", "171", "172", "173", "174", "175", "176",
-                    "177", "178", "179"),
-        (("Berlin", "Europe/Berlin", 25, ()), ("Hamburg", "Europe/Berlin", 15, ()),
-         ("München", "Europe/Berlin", 15, ()), ("Köln", "Europe/Berlin", 12, ()),
-         ("Frankfurt am Main", "Europe/Berlin", 10, ()), ("Stuttgart", "Europe/Berlin", 8, ()),
-         ("Düsseldorf", "Europe/Berlin", 7, ()), ("Leipzig", "Europe/Berlin", 5, ()),
-         ("Dresden", "Europe/Berlin", 3, ())),
+        10,
+        "+49",
+        (
+            "151",
+            "152",
+            "157",
+            "160",
+            "162",
+            "163",
+            "170",
+            "171",
+            "172",
+            "173",
+            "174",
+            "175",
+            "176",
+            "177",
+            "178",
+            "179",
+        ),
+        (
+            ("Berlin", "Europe/Berlin", 25, ()),
+            ("Hamburg", "Europe/Berlin", 15, ()),
+            ("München", "Europe/Berlin", 15, ()),
+            ("Köln", "Europe/Berlin", 12, ()),
+            ("Frankfurt am Main", "Europe/Berlin", 10, ()),
+            ("Stuttgart", "Europe/Berlin", 8, ()),
+            ("Düsseldorf", "Europe/Berlin", 7, ()),
+            ("Leipzig", "Europe/Berlin", 5, ()),
+            ("Dresden", "Europe/Berlin", 3, ()),
+        ),
         "Thomas Sabine Michael Petra Andreas Monika Stefan Susanne Peter Claudia Klaus Andrea Jürgen Birgit "
         "Frank Katrin Markus Julia Christian Anna Tobias Laura Jan Lena Lukas Sophie Felix Hannah Maximilian "
         "Lea Jonas Marie Florian Katharina Sebastian Jörg Günter Ursula",
@@ -202,14 +351,27 @@ LOCALES: dict[str, Locale] = {
         "Klein Wolf Schröder Neumann Schwarz Zimmermann Braun Krüger Hofmann Hartmann Lange Schmitt Werner "
         "Schmitz Krause Meier Lehmann Köhler Herrmann König Walter Huber Kaiser Fuchs Peters Scholz Möller Weiß "
         "Jung Hahn Vogel Friedrich Keller Günther Berger Winkler Roth Beck Lorenz Baumann Böhm Winter",
-        0.0, ("Mitte", "Hauptbahnhof"), "post.example.org", {"coffee": 1.5, "vegan": 1.5}),
+        0.0,
+        ("Mitte", "Hauptbahnhof"),
+        "post.example.org",
+        {"coffee": 1.5, "vegan": 1.5},
+    ),
     "pt-BR": Locale(
-        9, "+55", (),
-        (("São Paulo", "America/Sao_Paulo", 35, _br("11")), ("Rio de Janeiro", "America/Sao_Paulo", 20, _br("21")),
-         ("Belo Horizonte", "America/Sao_Paulo", 10, _br("31")), ("Brasília", "America/Sao_Paulo", 8, _br("61")),
-         ("Curitiba", "America/Sao_Paulo", 7, _br("41")), ("Porto Alegre", "America/Sao_Paulo", 6, _br("51")),
-         ("Salvador", "America/Bahia", 6, _br("71")), ("Recife", "America/Recife", 5, _br("81")),
-         ("Fortaleza", "America/Fortaleza", 5, _br("85")), ("Manaus", "America/Manaus", 3, _br("92"))),
+        9,
+        "+55",
+        (),
+        (
+            ("São Paulo", "America/Sao_Paulo", 35, _br("11")),
+            ("Rio de Janeiro", "America/Sao_Paulo", 20, _br("21")),
+            ("Belo Horizonte", "America/Sao_Paulo", 10, _br("31")),
+            ("Brasília", "America/Sao_Paulo", 8, _br("61")),
+            ("Curitiba", "America/Sao_Paulo", 7, _br("41")),
+            ("Porto Alegre", "America/Sao_Paulo", 6, _br("51")),
+            ("Salvador", "America/Bahia", 6, _br("71")),
+            ("Recife", "America/Recife", 5, _br("81")),
+            ("Fortaleza", "America/Fortaleza", 5, _br("85")),
+            ("Manaus", "America/Manaus", 3, _br("92")),
+        ),
         "João Maria José Ana Francisco Francisca Antônio Antônia Carlos Adriana Paulo Juliana Pedro Márcia "
         "Lucas Fernanda Luiz Patrícia Marcos Aline Luís Sandra Gabriel Camila Rafael Amanda Daniel Bruna "
         "Marcelo Jéssica Bruno Letícia Eduardo Júlia Felipe Beatriz Thiago Larissa Gustavo Mariana",
@@ -217,7 +379,11 @@ LOCALES: dict[str, Locale] = {
         "Lima Gomes Costa Ribeiro Martins Carvalho Almeida Lopes Soares Fernandes Vieira Barbosa Rocha Dias "
         "Nascimento Andrade Moreira Nunes Marques Machado Mendes Freitas Cardoso Ramos Gonçalves Santana "
         "Teixeira Araújo Azevedo Cavalcanti Pinto Monteiro",
-        0.3, ("Centro", "Shopping"), "caixa.example.net", {"pizza": 1.4, "desserts": 1.3}),
+        0.3,
+        ("Centro", "Shopping"),
+        "caixa.example.net",
+        {"pizza": 1.4, "desserts": 1.3},
+    ),
 }
 
 
@@ -314,11 +480,19 @@ def _stores(city: str, loc: Locale) -> tuple[str, str]:
 def _pools(rng: random.Random) -> dict[str, _LocalePools]:
     pools = {}
     for code, loc in LOCALES.items():
-        cities = _weighted(((name, tz, prefixes or loc.mobile_prefixes, _stores(name, loc)), w)
-                           for name, tz, w, prefixes in loc.cities)
+        cities = _weighted(
+            ((name, tz, prefixes or loc.mobile_prefixes, _stores(name, loc)), w) for name, tz, w, prefixes in loc.cities
+        )
         domains = _weighted((*COMMON_DOMAINS, (loc.local_domain, 20)))
-        pools[code] = _LocalePools(code, loc, _names(loc.first_names), _names(loc.last_names), cities,
-                                   _interest_sets(rng, loc.interest_boost), domains)
+        pools[code] = _LocalePools(
+            code,
+            loc,
+            _names(loc.first_names),
+            _names(loc.last_names),
+            cities,
+            _interest_sets(rng, loc.interest_boost),
+            domains,
+        )
     return pools
 
 
@@ -375,9 +549,24 @@ def people(n: int, seed: int = DEFAULT_SEED, reference: datetime = REFERENCE) ->
         # Scores cluster around the middle: a triangular draw on 0-10.
         interests = tuple([(tag, scores[int((rand() + rand()) * 50.5)]) for tag in tags])
         yield Person(
-            number, email, first, last, pool.code, tz, phone, card, city, tier, birth_year,
-            rand() < VIP_SHARE[tier], signup_dates[days], interests, rand() < CONSENT_SHARE, days,
-            days > LAPSED_AFTER_DAYS and rand() < LAPSING_SHARE, stores,
+            number,
+            email,
+            first,
+            last,
+            pool.code,
+            tz,
+            phone,
+            card,
+            city,
+            tier,
+            birth_year,
+            rand() < VIP_SHARE[tier],
+            signup_dates[days],
+            interests,
+            rand() < CONSENT_SHARE,
+            days,
+            days > LAPSED_AFTER_DAYS and rand() < LAPSING_SHARE,
+            stores,
         )
 
 
@@ -387,9 +576,27 @@ _TAG_CELL = {tag: CUSTOMER_COLUMNS.index(f"interest:{tag}") for tag in INTEREST_
 
 def _customer_cells(p: Person) -> list[str]:
     cells = [
-        p.email, p.first_name, p.last_name, p.locale, p.timezone, p.phone or "", p.card or "",
-        p.city, p.tier, str(p.birth_year), "true" if p.vip else "false", p.signup_date,
-        "", "", "", "", "", "", "", "", "true" if p.consent else "false",
+        p.email,
+        p.first_name,
+        p.last_name,
+        p.locale,
+        p.timezone,
+        p.phone or "",
+        p.card or "",
+        p.city,
+        p.tier,
+        str(p.birth_year),
+        "true" if p.vip else "false",
+        p.signup_date,
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        "true" if p.consent else "false",
     ]
     for tag, score in p.interests:
         cells[_TAG_CELL[tag]] = _SCORE_TEXT[score]
@@ -538,9 +745,15 @@ def call_centre_events(
             ticket += 1
             lo, hi = CALL_MINUTES[reason]
             yield {
-                "id": f"CC{ticket:08d}", "type": "call", "occurred_at": clock.iso(ts), key: value,
-                "properties": {"reason": reason, "agent": AGENTS[int(rand() * len(AGENTS))],
-                               "minutes": lo + int(rand() * (hi - lo + 1))},
+                "id": f"CC{ticket:08d}",
+                "type": "call",
+                "occurred_at": clock.iso(ts),
+                key: value,
+                "properties": {
+                    "reason": reason,
+                    "agent": AGENTS[int(rand() * len(AGENTS))],
+                    "minutes": lo + int(rand() * (hi - lo + 1)),
+                },
             }
 
 
@@ -558,8 +771,11 @@ def write_customers(path, n: int, seed: int = DEFAULT_SEED, reference: datetime 
 
 
 def write_pos_events(
-    path, contacts: int, events_per_contact: float = DEFAULT_EVENTS_PER_CONTACT,
-    seed: int = DEFAULT_SEED, reference: datetime = REFERENCE,
+    path,
+    contacts: int,
+    events_per_contact: float = DEFAULT_EVENTS_PER_CONTACT,
+    seed: int = DEFAULT_SEED,
+    reference: datetime = REFERENCE,
 ) -> int:
     """Write pos_events.csv for the first ``contacts`` customers; returns the number of events."""
     count = 0
@@ -573,8 +789,11 @@ def write_pos_events(
 
 
 def write_call_centre_events(
-    path, contacts: int, calls_per_contact: float = DEFAULT_CALLS_PER_CONTACT,
-    seed: int = DEFAULT_SEED, reference: datetime = REFERENCE,
+    path,
+    contacts: int,
+    calls_per_contact: float = DEFAULT_CALLS_PER_CONTACT,
+    seed: int = DEFAULT_SEED,
+    reference: datetime = REFERENCE,
 ) -> int:
     """Write call_centre_events.jsonl for the first ``contacts`` customers; returns the number of calls."""
     count = 0
@@ -587,8 +806,11 @@ def write_call_centre_events(
 
 
 def write_all(
-    out_dir, contacts: int, events_per_contact: float = DEFAULT_EVENTS_PER_CONTACT,
-    calls_per_contact: float = DEFAULT_CALLS_PER_CONTACT, seed: int = DEFAULT_SEED,
+    out_dir,
+    contacts: int,
+    events_per_contact: float = DEFAULT_EVENTS_PER_CONTACT,
+    calls_per_contact: float = DEFAULT_CALLS_PER_CONTACT,
+    seed: int = DEFAULT_SEED,
     reference: datetime = REFERENCE,
 ) -> dict[str, int]:
     """Write the three files into ``out_dir``; returns rows written per file name."""
@@ -598,14 +820,18 @@ def write_all(
         "customers.csv": write_customers(out / "customers.csv", contacts, seed, reference),
         "pos_events.csv": write_pos_events(out / "pos_events.csv", contacts, events_per_contact, seed, reference),
         "call_centre_events.jsonl": write_call_centre_events(
-            out / "call_centre_events.jsonl", contacts, calls_per_contact, seed, reference),
+            out / "call_centre_events.jsonl", contacts, calls_per_contact, seed, reference
+        ),
     }
 
 
 def parse_reference(text: str) -> datetime:
     """A date (``2026-11-20``) or an ISO-8601 time; without an offset it is UTC."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text else datetime.combine(
-        date.fromisoformat(text), datetime.min.time())
+    value = (
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+        if "T" in text
+        else datetime.combine(date.fromisoformat(text), datetime.min.time())
+    )
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
@@ -613,13 +839,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--contacts", type=int, required=True, help="how many customers")
     parser.add_argument("--out", type=Path, required=True, help="directory for the three files")
-    parser.add_argument("--events-per-contact", type=float, default=DEFAULT_EVENTS_PER_CONTACT,
-                        help="point-of-sale purchases per customer, on average (default %(default)s)")
-    parser.add_argument("--calls-per-contact", type=float, default=DEFAULT_CALLS_PER_CONTACT,
-                        help="call-centre calls per customer, on average (default %(default)s)")
+    parser.add_argument(
+        "--events-per-contact",
+        type=float,
+        default=DEFAULT_EVENTS_PER_CONTACT,
+        help="point-of-sale purchases per customer, on average (default %(default)s)",
+    )
+    parser.add_argument(
+        "--calls-per-contact",
+        type=float,
+        default=DEFAULT_CALLS_PER_CONTACT,
+        help="call-centre calls per customer, on average (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="same seed, same files (default %(default)s)")
-    parser.add_argument("--reference", type=parse_reference, default=REFERENCE,
-                        help="events lie in the days before this date (default 2026-11-20)")
+    parser.add_argument(
+        "--reference",
+        type=parse_reference,
+        default=REFERENCE,
+        help="events lie in the days before this date (default 2026-11-20)",
+    )
     args = parser.parse_args(argv)
     if args.contacts < 0 or args.contacts > MAX_CONTACTS:
         parser.error(f"--contacts must be between 0 and {MAX_CONTACTS:,}")

@@ -18,7 +18,9 @@ def _create_app():
 
 
 def main() -> None:
-    FlaskGroup(create_app=_create_app, name="patron", help="Patron: one profile per customer, a fresh email for each.")()
+    FlaskGroup(
+        create_app=_create_app, name="patron", help="Patron: one profile per customer, a fresh email for each."
+    )()
 
 
 if __name__ == "__main__":

@@ -37,9 +37,13 @@ def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str
     show_bar = not as_json and sys.stderr.isatty()
     with ExitStack() as stack:
         stack.enter_context(rejects)
-        bar = stack.enter_context(
-            click.progressbar(length=path.stat().st_size, label=label, file=sys.stderr, show_pos=False)
-        ) if show_bar else None
+        bar = (
+            stack.enter_context(
+                click.progressbar(length=path.stat().st_size, label=label, file=sys.stderr, show_pos=False)
+            )
+            if show_bar
+            else None
+        )
         done = {"bytes": 0, "committed_rows": 0}
 
         def on_batch(summary, bytes_read: int) -> None:
@@ -74,15 +78,25 @@ def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str
 @contacts_group.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--source", default="import", show_default=True, help="Where the rows come from, recorded with consents.")
-@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write rejected rows [default: PATH.rejects.csv].")
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write rejected rows [default: PATH.rejects.csv].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @with_appcontext
 def import_contacts_command(path, source, rejects_path, as_json):
     """Create or update contacts from a CSV file (see docs/imports.md)."""
-    _run_import(path, rejects_path, as_json, "Importing contacts",
-                lambda session, file, rejects, on_batch: import_contacts(
-                    session, file, source=source, rejects=rejects, on_batch=on_batch))
+    _run_import(
+        path,
+        rejects_path,
+        as_json,
+        "Importing contacts",
+        lambda session, file, rejects, on_batch: import_contacts(
+            session, file, source=source, rejects=rejects, on_batch=on_batch
+        ),
+    )
 
 
 @contacts_group.command("suppress")
@@ -106,10 +120,18 @@ def suppress_command(emails, reason):
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--channel", required=True, help="The channel the events come from, e.g. pos or call_centre.")
 @click.option("--source", help="The system that sent them; events are unique per source and id [default: CHANNEL].")
-@click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]),
-              help="File format [default: from the file name: .jsonl/.ndjson is JSON Lines, else CSV].")
-@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Where to write rejected records [default: PATH.rejects.csv].")
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["csv", "jsonl"]),
+    help="File format [default: from the file name: .jsonl/.ndjson is JSON Lines, else CSV].",
+)
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write rejected records [default: PATH.rejects.csv].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @with_appcontext
 def import_events_command(path, channel, source, file_format, rejects_path, as_json):
@@ -119,8 +141,12 @@ def import_events_command(path, channel, source, file_format, rejects_path, as_j
         channel = check_channel(channel)
     except BadValue as exc:
         raise click.BadParameter(str(exc), param_hint="--channel") from None
-    _run_import(path, rejects_path, as_json, "Importing events",
-                lambda session, file, rejects, on_batch: import_events(
-                    session, file, channel=channel, source=source, format=file_format,
-                    rejects=rejects, on_batch=on_batch))
-
+    _run_import(
+        path,
+        rejects_path,
+        as_json,
+        "Importing events",
+        lambda session, file, rejects, on_batch: import_events(
+            session, file, channel=channel, source=source, format=file_format, rejects=rejects, on_batch=on_batch
+        ),
+    )

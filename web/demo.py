@@ -20,8 +20,14 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 @click.command("demo")
-@click.option("--examples", "examples_dir", type=click.Path(file_okay=False, path_type=Path), default=EXAMPLES,
-              show_default="examples/ of the source checkout", help="Where the sample audience and segments are.")
+@click.option(
+    "--examples",
+    "examples_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=EXAMPLES,
+    show_default="examples/ of the source checkout",
+    help="Where the sample audience and segments are.",
+)
 @with_appcontext
 def demo_command(examples_dir: Path):
     """Set up the database, import the sample audience, create the example segments and count them."""
@@ -33,12 +39,32 @@ def demo_command(examples_dir: Path):
 
     session = get_session()
     steps = [
-        ("customers", examples_dir / "customers.csv", lambda path, rejects: import_contacts(
-            session, path, source="demo", rejects=rejects, on_batch=lambda *_: session.commit())),
-        ("point-of-sale purchases", examples_dir / "pos_events.csv", lambda path, rejects: import_events(
-            session, path, channel="pos", rejects=rejects, on_batch=lambda *_: session.commit())),
-        ("call-centre calls", examples_dir / "call_centre_events.jsonl", lambda path, rejects: import_events(
-            session, path, channel="call_centre", format="jsonl", rejects=rejects, on_batch=lambda *_: session.commit())),
+        (
+            "customers",
+            examples_dir / "customers.csv",
+            lambda path, rejects: import_contacts(
+                session, path, source="demo", rejects=rejects, on_batch=lambda *_: session.commit()
+            ),
+        ),
+        (
+            "point-of-sale purchases",
+            examples_dir / "pos_events.csv",
+            lambda path, rejects: import_events(
+                session, path, channel="pos", rejects=rejects, on_batch=lambda *_: session.commit()
+            ),
+        ),
+        (
+            "call-centre calls",
+            examples_dir / "call_centre_events.jsonl",
+            lambda path, rejects: import_events(
+                session,
+                path,
+                channel="call_centre",
+                format="jsonl",
+                rejects=rejects,
+                on_batch=lambda *_: session.commit(),
+            ),
+        ),
     ]
     for label, path, run in steps:
         with RejectsFile(Path(current_app.instance_path) / f"demo-{path.name}.rejects.csv") as rejects:
@@ -60,7 +86,9 @@ def demo_command(examples_dir: Path):
         count = count_segment(session, segment, now=utcnow(), half_life_days=half_life)
         summary = description if len(description) <= 72 else description[:71].rsplit(" ", 1)[0] + "…"
         click.echo(f"  {path.stem:<28} {count:>6,}  {summary}")
-    click.echo("\nNext: `patron segments preview NAME` lists who is in one; `patron segments count --rules FILE` tries your own.")
+    click.echo(
+        "\nNext: `patron segments preview NAME` lists who is in one; `patron segments count --rules FILE` tries your own."
+    )
 
 
 def _show_audience(session) -> None:
@@ -86,7 +114,9 @@ def _show_audience(session) -> None:
     )
     if regular is None:
         return
-    identities = session.execute(select(Identity.channel, Identity.value).where(Identity.contact_id == regular.id)).all()
+    identities = session.execute(
+        select(Identity.channel, Identity.value).where(Identity.contact_id == regular.id)
+    ).all()
     interests = session.execute(
         select(Interest.tag, Interest.score).where(Interest.contact_id == regular.id).order_by(Interest.score.desc())
     ).all()
@@ -95,9 +125,13 @@ def _show_audience(session) -> None:
     ).all()
     click.echo(
         f"For example, {regular.first_name} {regular.last_name} <{regular.email}>, {regular.locale}, {regular.timezone}: "
-        + "known as " + ", ".join(f"{channel} {value}" for channel, value in identities)
-        + "; likes " + ", ".join(f"{tag} ({score:g})" for tag, score in interests)
-        + "; " + ", ".join(f"{count} {channel} events" for channel, count in events) + "."
+        + "known as "
+        + ", ".join(f"{channel} {value}" for channel, value in identities)
+        + "; likes "
+        + ", ".join(f"{tag} ({score:g})" for tag, score in interests)
+        + "; "
+        + ", ".join(f"{count} {channel} events" for channel, count in events)
+        + "."
     )
 
 

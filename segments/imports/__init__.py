@@ -5,4 +5,12 @@ from segments.imports.contacts import import_contacts
 from segments.imports.events import import_events
 from segments.imports.reading import FileProblem, RejectsFile
 
-__all__ = ["FileProblem", "ImportSummary", "RejectList", "RejectSink", "RejectsFile", "import_contacts", "import_events"]
+__all__ = [
+    "FileProblem",
+    "ImportSummary",
+    "RejectList",
+    "RejectSink",
+    "RejectsFile",
+    "import_contacts",
+    "import_events",
+]

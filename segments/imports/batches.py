@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from segments.imports.reading import CountingReader, FileProblem, Record, open_text
+from segments.imports.reading import CountingReader, Record, open_text
 from segments.imports.values import BadValue
 
 DEFAULT_BATCH_SIZE = 2000
@@ -104,7 +104,11 @@ def _produce(stream: BinaryIO, opener: Opener, batch_size: int) -> Iterator:
 
 def read_chunks(source: BinaryIO | str | Path, opener: Opener, batch_size: int):
     """The header and an iterator of Chunks from a path or a binary stream."""
-    items = _from_file(source, opener, batch_size) if isinstance(source, (str, Path)) else _produce(source, opener, batch_size)
+    items = (
+        _from_file(source, opener, batch_size)
+        if isinstance(source, (str, Path))
+        else _produce(source, opener, batch_size)
+    )
     return next(items), items
 
 

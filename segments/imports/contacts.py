@@ -100,7 +100,7 @@ def open_contacts(text) -> tuple[list[str], Iterator[Record], Callable[[Record],
         if len(fields) != width:
             if len(fields) > width:
                 raise values.BadValue(f"has {len(fields)} fields; the header has {width}")
-            fields = fields + blank[len(fields):]  # missing trailing cells are empty
+            fields = fields + blank[len(fields) :]  # missing trailing cells are empty
         # One comprehension per part, no try per cell: this runs for every row.
         try:
             keys = [(key, check(raw)) for index, _c, key, check in keys_plan if _filled(raw := fields[index])]
@@ -154,4 +154,11 @@ def import_contacts(
                 summary.updated += 1
         session.flush()
 
-    return run(chunks, write, summary, rejects, on_batch, lambda: refresh_statistics(session.connection(), ["contacts", "identities", "interests", "consents"]))
+    return run(
+        chunks,
+        write,
+        summary,
+        rejects,
+        on_batch,
+        lambda: refresh_statistics(session.connection(), ["contacts", "identities", "interests", "consents"]),
+    )

@@ -88,7 +88,9 @@ def _csv_parser(header: list[str]) -> Callable[[Record], Incoming]:
             elif sep and prefix == "prop":
                 values.key_name(name, "property")
             elif column not in CSV_COLUMNS:
-                raise values.BadValue(f"unknown column; the columns are {', '.join(CSV_COLUMNS)}, id:<channel>, prop:<name>")
+                raise values.BadValue(
+                    f"unknown column; the columns are {', '.join(CSV_COLUMNS)}, id:<channel>, prop:<name>"
+                )
         except values.BadValue as exc:
             problems.append(f"column {number} {column!r}: {exc}")
     if len(set(header)) != len(header):
@@ -213,12 +215,28 @@ def import_events(
                 reject(summary, rejects, line, outcome.rejected[index], fields)
                 continue
             summary.details["contacts_created"] += outcome.created[index]
-            rows.append((outcome.contact_ids[index], channel, event.type, event.occurred_at, event.properties, event.external_id))
+            rows.append(
+                (
+                    outcome.contact_ids[index],
+                    channel,
+                    event.type,
+                    event.occurred_at,
+                    event.properties,
+                    event.external_id,
+                )
+            )
         _INSERTS[connection.dialect.name].execute(connection, rows, source=source, received_at=moment)
         summary.created += len(rows)
         session.flush()
 
-    return run(chunks, write, summary, rejects, on_batch, lambda: refresh_statistics(session.connection(), ["contacts", "identities", "events"]))
+    return run(
+        chunks,
+        write,
+        summary,
+        rejects,
+        on_batch,
+        lambda: refresh_statistics(session.connection(), ["contacts", "identities", "events"]),
+    )
 
 
 def _already_imported(connection, source: str, external_ids: list[str]) -> set[str]:

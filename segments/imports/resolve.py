@@ -134,10 +134,17 @@ def resolve(connection, claims: list[Claim], *, now: datetime, source: str) -> R
         if owner is None:
             accepted.append((members, None, merged))
             profile = merged.profile
-            new_rows.append((
-                email, profile.get("first_name"), profile.get("last_name"), profile.get("locale"),
-                profile.get("timezone"), merged.attributes, status or "active",
-            ))
+            new_rows.append(
+                (
+                    email,
+                    profile.get("first_name"),
+                    profile.get("last_name"),
+                    profile.get("locale"),
+                    profile.get("timezone"),
+                    merged.attributes,
+                    status or "active",
+                )
+            )
             continue
         current_email, current_status, current_attributes = existing[owner]
         if email and current_email and email != current_email:
@@ -147,12 +154,18 @@ def resolve(connection, claims: list[Claim], *, now: datetime, source: str) -> R
         new_status = status if status and current_status == "active" else None
         if merged.profile or merged.attributes or new_status or (email and not current_email):
             profile = merged.profile
-            updates.append((
-                email, profile.get("first_name"), profile.get("last_name"), profile.get("locale"),
-                profile.get("timezone"),
-                {**(current_attributes or {}), **merged.attributes} if merged.attributes else None,
-                new_status, owner,
-            ))
+            updates.append(
+                (
+                    email,
+                    profile.get("first_name"),
+                    profile.get("last_name"),
+                    profile.get("locale"),
+                    profile.get("timezone"),
+                    {**(current_attributes or {}), **merged.attributes} if merged.attributes else None,
+                    new_status,
+                    owner,
+                )
+            )
         accepted.append((members, owner, merged))
 
     contact_ids: list[int | None] = [None] * len(claims)
@@ -190,7 +203,11 @@ def _insert_contacts(connection, rows: list[tuple], now: datetime) -> list[int]:
         ids = dict(connection.execute(query).all())
     one = insert(contacts).returning(contacts.c.id)
     return [
-        ids[row[0]] if row[0] else connection.execute(one, {**dict(zip(CONTACT_COLUMNS, row)), "created_at": now, "updated_at": now}).scalar_one()
+        ids[row[0]]
+        if row[0]
+        else connection.execute(
+            one, {**dict(zip(CONTACT_COLUMNS, row)), "created_at": now, "updated_at": now}
+        ).scalar_one()
         for row in rows
     ]
 

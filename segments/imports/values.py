@@ -15,7 +15,6 @@ from segments.models import (
     EMAIL_LENGTH,
     IDENTIFIER_LENGTH,
     LOCALE_LENGTH,
-    NAME_LENGTH,
     TAG_LENGTH,
     TIMEZONE_LENGTH,
 )
@@ -31,7 +30,9 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
 # BCP 47 language tags as mail clients and browsers send them: language,
 # optional script, optional region, optional variants.
-LOCALE = re.compile(r"([A-Za-z]{2,3})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?((?:-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*)")
+LOCALE = re.compile(
+    r"([A-Za-z]{2,3})(?:-([A-Za-z]{4}))?(?:-([A-Za-z]{2}|[0-9]{3}))?((?:-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*)"
+)
 PHONE = re.compile(r"\+[1-9][0-9]{6,14}")
 PHONE_PUNCTUATION = re.compile(r"[\s().-]")
 CHANNEL = re.compile(r"[a-z][a-z0-9_]*")
@@ -141,12 +142,17 @@ def phone(value: str) -> str:
     return value
 
 
-def identifier(value: str) -> str:
-    """A channel's identifier for a contact: one line, case kept."""
-    value = text(value, IDENTIFIER_LENGTH)
+def required_text(value: str, limit: int) -> str:
+    """One line of text that must not be empty."""
+    value = text(value, limit)
     if not value:
         raise BadValue("is empty")
     return value
+
+
+def identifier(value: str) -> str:
+    """A channel's identifier for a contact: one line, case kept."""
+    return required_text(value, IDENTIFIER_LENGTH)
 
 
 def score(value: str | float) -> float:
@@ -208,9 +214,7 @@ def json_scalar(value) -> str | int | float | bool:
 def key_name(value: str, what: str) -> str:
     """An attribute, property or interest tag or a consent purpose."""
     if not (0 < len(value) <= ATTRIBUTE_NAME_LENGTH) or not KEY_NAME.fullmatch(value):
-        raise BadValue(
-            f"{what} {value!r} must be 1 to {ATTRIBUTE_NAME_LENGTH} letters, digits, '_', '.' or '-'"
-        )
+        raise BadValue(f"{what} {value!r} must be 1 to {ATTRIBUTE_NAME_LENGTH} letters, digits, '_', '.' or '-'")
     return value
 
 
@@ -222,10 +226,8 @@ def channel(value: str) -> str:
 
 
 def event_type(value: str) -> str:
-    value = text(value, EVENT_TYPE_LENGTH)
-    if not value:
-        raise BadValue("is empty")
-    return value
+    """An event's type such as ``purchase`` or ``call``."""
+    return required_text(value, EVENT_TYPE_LENGTH)
 
 
 def timestamp(value: str) -> datetime:

@@ -31,7 +31,14 @@ POS = (
 def test_pos_purchases_join_the_contact_by_loyalty_card(session):
     import_contacts(session, io.BytesIO(b"email,id:pos\nana@example.com,POS-1\n"))
     summary, rejects = load(session, POS, channel="pos")
-    assert summary.as_dict() == {"rows": 3, "created": 3, "updated": 0, "rejected": 0, "duplicates": 0, "contacts_created": 1}
+    assert summary.as_dict() == {
+        "rows": 3,
+        "created": 3,
+        "updated": 0,
+        "rejected": 0,
+        "duplicates": 0,
+        "contacts_created": 1,
+    }
     ana = session.scalars(select(Contact).where(Contact.email == "ana@example.com")).one()
     purchases = session.scalars(select(Event).where(Event.contact_id == ana.id).order_by(Event.occurred_at)).all()
     assert [(e.channel, e.type, e.properties["amount"], e.properties["category"]) for e in purchases] == [
@@ -63,11 +70,23 @@ def test_reimporting_adds_no_duplicates_with_or_without_ids(session):
 def test_call_centre_jsonl_joins_by_phone_or_email_and_rejects_bad_lines(session):
     import_contacts(session, io.BytesIO(b"email,phone\nana@example.com,+34600111222\n"))
     lines = [
-        {"id": "c1", "type": "call", "occurred_at": "2026-11-20T10:00:00Z", "phone": "+34 600 111 222", "properties": {"reason": "order", "minutes": 4}},
+        {
+            "id": "c1",
+            "type": "call",
+            "occurred_at": "2026-11-20T10:00:00Z",
+            "phone": "+34 600 111 222",
+            "properties": {"reason": "order", "minutes": 4},
+        },
         {"id": "c2", "type": "call", "occurred_at": "2026-11-21T10:00:00Z", "email": "ANA@example.com"},
         {"id": "c3", "type": "call", "occurred_at": "last tuesday", "email": "ana@example.com"},
         {"id": "c4", "type": "call", "occurred_at": "2026-11-21T10:00:00Z"},
-        {"id": "c5", "type": "call", "occurred_at": "2026-11-21T10:00:00Z", "email": "ana@example.com", "properties": {"nested": {"x": 1}}},
+        {
+            "id": "c5",
+            "type": "call",
+            "occurred_at": "2026-11-21T10:00:00Z",
+            "email": "ana@example.com",
+            "properties": {"nested": {"x": 1}},
+        },
         {"id": "c6", "kind": "call", "occurred_at": "2026-11-21T10:00:00Z", "email": "ana@example.com"},
     ]
     text = "\n".join(json.dumps(line) for line in lines) + "\n{broken\n"

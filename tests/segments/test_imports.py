@@ -25,16 +25,31 @@ def contact(session, email):
 
 
 def test_import_normalizes_and_records_everything(session):
-    summary, rejects = run(session, HEADER + " Ana@Example.COM ,Ana,García,es_mx,America/Mexico_City,+52 55 1234 5678,POS-1,Monterrey,02139,12,7.5,yes\n")
+    summary, rejects = run(
+        session,
+        HEADER
+        + " Ana@Example.COM ,Ana,García,es_mx,America/Mexico_City,+52 55 1234 5678,POS-1,Monterrey,02139,12,7.5,yes\n",
+    )
     assert summary.as_dict() == {"rows": 1, "created": 1, "updated": 0, "rejected": 0}
     assert rejects == []
     ana = contact(session, "ana@example.com")
-    assert (ana.first_name, ana.last_name, ana.locale, ana.timezone, ana.status) == ("Ana", "García", "es-MX", "America/Mexico_City", "active")
+    assert (ana.first_name, ana.last_name, ana.locale, ana.timezone, ana.status) == (
+        "Ana",
+        "García",
+        "es-MX",
+        "America/Mexico_City",
+        "active",
+    )
     # A postcode keeps its leading zero; a plain number becomes a number.
     assert ana.attributes == {"city": "Monterrey", "zip": "02139", "visits": 12}
-    assert sorted(session.execute(select(Identity.channel, Identity.value)).all()) == [("phone", "+525512345678"), ("pos", "POS-1")]
+    assert sorted(session.execute(select(Identity.channel, Identity.value)).all()) == [
+        ("phone", "+525512345678"),
+        ("pos", "POS-1"),
+    ]
     assert session.execute(select(Interest.tag, Interest.score)).all() == [("pizza", 7.5)]
-    assert session.execute(select(Consent.purpose, Consent.granted, Consent.source)).all() == [("marketing", True, "import")]
+    assert session.execute(select(Consent.purpose, Consent.granted, Consent.source)).all() == [
+        ("marketing", True, "import")
+    ]
 
 
 def test_reimport_updates_without_duplicates_and_empty_cells_keep_values(session):
@@ -69,7 +84,10 @@ def test_identities_of_two_different_contacts_are_rejected_not_merged(session):
     summary, rejects = run(session, HEADER + "ana@example.com,,,,,,POS-2,,,,,\n")
     assert summary.rejected == 1
     assert "id:pos POS-2" in rejects[0][1] and "different contacts" in rejects[0][1]
-    assert session.scalar(select(Identity.contact_id).where(Identity.value == "POS-2")) == contact(session, "bob@example.com").id
+    assert (
+        session.scalar(select(Identity.contact_id).where(Identity.value == "POS-2"))
+        == contact(session, "bob@example.com").id
+    )
 
 
 def test_bad_rows_are_rejected_with_line_and_reason_and_the_rest_imported(session):

@@ -37,7 +37,9 @@ def test_events_import_picks_jsonl_by_extension_and_custom_rejects_path(runner, 
         + "\nnot json\n"
     )
     rejects = tmp_path / "bad-calls.csv"
-    result = runner.invoke(args=["events", "import", str(path), "--channel", "call_centre", "--rejects", str(rejects), "--json"])
+    result = runner.invoke(
+        args=["events", "import", str(path), "--channel", "call_centre", "--rejects", str(rejects), "--json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["created"] == 1
     assert rejects.read_text().splitlines()[1].startswith("2,is not JSON")
