@@ -248,16 +248,22 @@ class _Compiler:
             key = self.json_key(Event.properties, prop)
             matching.append(key.holds(key.equals(value)))
         events = select(Event.contact_id).where(*matching)
+        # Grouping by contact_id + 0 rather than contact_id: with statistics
+        # gathered, SQLite walks the whole (contact_id, type) index to avoid a
+        # sort for GROUP BY, 4 s instead of 0.7 s over 5M events. An expression
+        # matches no index, so the type/time range scan wins again.
+        contact = (Event.contact_id + literal(0, Integer())).label("contact_id")
+        counted = select(contact).where(*matching).group_by(contact)
         count = func.count()
         bound = literal(c.value, Integer())
         if _holds_at_zero(c.op, c.value):
             # Contacts with no matching event pass: exclude those whose count fails.
             if (c.op, c.value) in (("eq", 0), ("lt", 1), ("lte", 0)):
                 return self.none_of(events)
-            return self.none_of(events.group_by(Event.contact_id).having(not_(_COMPARE[c.op](count, bound))))
+            return self.none_of(counted.having(not_(_COMPARE[c.op](count, bound))))
         if (c.op, c.value) in (("gt", 0), ("gte", 1)):  # "at least one": no need to count
             return Contact.id.in_(events)
-        return Contact.id.in_(events.group_by(Event.contact_id).having(_COMPARE[c.op](count, bound)))
+        return Contact.id.in_(counted.having(_COMPARE[c.op](count, bound)))
 
     def consent(self, c: ConsentCondition) -> ColumnElement[bool]:
         granted = select(Consent.contact_id).where(
