@@ -20,6 +20,17 @@ from web.db import get_session
 COMMIT_ROWS = 20_000
 
 
+def rejects_and_json_options(command):
+    """The options every import shares: where rejects go, and a JSON summary."""
+    command = click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")(command)
+    return click.option(
+        "--rejects",
+        "rejects_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Where to write rejected records [default: PATH.rejects.csv].",
+    )(command)
+
+
 @click.group("contacts")
 def contacts_group():
     """Import and manage contacts."""
@@ -78,13 +89,7 @@ def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str
 @contacts_group.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--source", default="import", show_default=True, help="Where the rows come from, recorded with consents.")
-@click.option(
-    "--rejects",
-    "rejects_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write rejected rows [default: PATH.rejects.csv].",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@rejects_and_json_options
 @with_appcontext
 def import_contacts_command(path, source, rejects_path, as_json):
     """Create or update contacts from a CSV file (see docs/imports.md)."""
@@ -126,13 +131,7 @@ def suppress_command(emails, reason):
     type=click.Choice(["csv", "jsonl"]),
     help="File format [default: from the file name: .jsonl/.ndjson is JSON Lines, else CSV].",
 )
-@click.option(
-    "--rejects",
-    "rejects_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write rejected records [default: PATH.rejects.csv].",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@rejects_and_json_options
 @with_appcontext
 def import_events_command(path, channel, source, file_format, rejects_path, as_json):
     """Add events from a CSV or JSON Lines file to contacts' timelines (see docs/imports.md)."""

@@ -87,7 +87,8 @@ def demo_command(examples_dir: Path):
         summary = description if len(description) <= 72 else description[:71].rsplit(" ", 1)[0] + "…"
         click.echo(f"  {path.stem:<28} {count:>6,}  {summary}")
     click.echo(
-        "\nNext: `patron segments preview NAME` lists who is in one; `patron segments count --rules FILE` tries your own."
+        "\nNext: `patron segments preview NAME` lists who is in one;"
+        " `patron segments count --rules FILE` tries your own."
     )
 
 
@@ -124,7 +125,8 @@ def _show_audience(session) -> None:
         select(Event.channel, func.count()).where(Event.contact_id == regular.id).group_by(Event.channel)
     ).all()
     click.echo(
-        f"For example, {regular.first_name} {regular.last_name} <{regular.email}>, {regular.locale}, {regular.timezone}: "
+        f"For example, {regular.first_name} {regular.last_name} <{regular.email}>,"
+        f" {regular.locale}, {regular.timezone}: "
         + "known as "
         + ", ".join(f"{channel} {value}" for channel, value in identities)
         + "; likes "
