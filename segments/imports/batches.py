@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from segments.db import refresh_statistics
 from segments.imports.reading import CountingReader, Record, open_text
 from segments.imports.values import BadValue
 
@@ -102,48 +103,49 @@ def _produce(stream: BinaryIO, opener: Opener, batch_size: int) -> Iterator:
     yield chunk
 
 
-def read_chunks(source: BinaryIO | str | Path, opener: Opener, batch_size: int):
-    """The header and an iterator of Chunks from a path or a binary stream."""
-    items = (
-        _from_file(source, opener, batch_size)
-        if isinstance(source, (str, Path))
-        else _produce(source, opener, batch_size)
-    )
-    return next(items), items
-
-
-def _from_file(path, opener: Opener, batch_size: int) -> Iterator:
-    with open(path, "rb") as stream:
-        yield from _produce(stream, opener, batch_size)
-
-
 def run(
-    chunks: Iterator[Chunk],
+    session,
+    file: BinaryIO | str | Path,
+    opener: Opener,
     write: Callable[[list[tuple[int, list, object]]], None],
     summary: ImportSummary,
+    *,
     rejects: RejectSink | None,
     on_batch: Callable[[ImportSummary, int], None] | None,
-    refresh: Callable[[], None],
+    batch_size: int,
+    tables: list[str],
 ) -> ImportSummary:
-    """Hand each chunk's good records to ``write`` and its bad ones to ``rejects``.
+    """Read ``file`` with ``opener``; hand each batch's good records to ``write`` and its bad ones to ``rejects``.
 
-    ``refresh`` updates the planner's statistics; it runs once the import has
-    written a first share of rows, then every STATISTICS_ROWS rows and at the end.
+    The planner's statistics for ``tables`` are refreshed once the import has
+    written a first share of rows, then every STATISTICS_ROWS rows and at the
+    end. Raises FileProblem (from the opener) before any row is written.
     """
+    items = (
+        _from_file(file, opener, batch_size) if isinstance(file, (str, Path)) else _produce(file, opener, batch_size)
+    )
+    header = next(items)
+    if rejects is not None:
+        rejects.start(header)
     next_refresh = FIRST_STATISTICS_ROWS
-    for chunk in chunks:
+    for chunk in items:
         summary.rows += chunk.rows
         for line, reason, fields in chunk.bad:
             reject(summary, rejects, line, reason, fields)
         if chunk.good:
             write(chunk.good)
         if summary.rows >= next_refresh:
-            refresh()
+            refresh_statistics(session.connection(), tables)
             next_refresh = summary.rows + STATISTICS_ROWS
         if on_batch is not None:
             on_batch(summary, chunk.bytes_read)
-    refresh()
+    refresh_statistics(session.connection(), tables)
     return summary
+
+
+def _from_file(path, opener: Opener, batch_size: int) -> Iterator:
+    with open(path, "rb") as stream:
+        yield from _produce(stream, opener, batch_size)
 
 
 def reject(summary: ImportSummary, rejects: RejectSink | None, line: int, reason: str, fields: list) -> None:

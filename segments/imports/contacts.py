@@ -9,9 +9,9 @@ from typing import BinaryIO
 
 from sqlalchemy.orm import Session
 
-from segments.db import refresh_statistics, utcnow
+from segments.db import utcnow
 from segments.imports import values
-from segments.imports.batches import DEFAULT_BATCH_SIZE, ImportSummary, RejectSink, read_chunks, reject, run
+from segments.imports.batches import DEFAULT_BATCH_SIZE, ImportSummary, RejectSink, reject, run
 from segments.imports.reading import FileProblem, Record, csv_records
 from segments.imports.resolve import EMAIL, Claim, resolve
 from segments.models import NAME_LENGTH
@@ -138,9 +138,6 @@ def import_contacts(
     with the summary so far and the bytes read after each batch is flushed; the
     caller may commit there. Raises FileProblem for a header it cannot use.
     """
-    header, chunks = read_chunks(file, open_contacts, batch_size)
-    if rejects is not None:
-        rejects.start(header)
     summary = ImportSummary()
 
     def write(batch: list[tuple[int, list, Claim]]) -> None:
@@ -155,10 +152,13 @@ def import_contacts(
         session.flush()
 
     return run(
-        chunks,
+        session,
+        file,
+        open_contacts,
         write,
         summary,
-        rejects,
-        on_batch,
-        lambda: refresh_statistics(session.connection(), ["contacts", "identities", "interests", "consents"]),
+        rejects=rejects,
+        on_batch=on_batch,
+        batch_size=batch_size,
+        tables=["contacts", "identities", "interests", "consents"],
     )

@@ -14,9 +14,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from segments.db import refresh_statistics, utcnow
+from segments.db import utcnow
 from segments.imports import values
-from segments.imports.batches import DEFAULT_BATCH_SIZE, ImportSummary, RejectSink, read_chunks, reject, run
+from segments.imports.batches import DEFAULT_BATCH_SIZE, ImportSummary, RejectSink, reject, run
 from segments.imports.bulk import Bulk
 from segments.imports.reading import FileProblem, Record, csv_records, jsonl_records
 from segments.imports.resolve import EMAIL, Claim, resolve
@@ -25,7 +25,6 @@ from segments.models import SOURCE_LENGTH, Event
 events = Event.__table__
 JSON_KEYS = frozenset({"id", "type", "occurred_at", "email", "phone", "identities", "properties"})
 CSV_COLUMNS = ("id", "type", "occurred_at", "email", "phone")
-CSV_PREFIXES = ("id:", "prop:")
 
 
 @dataclass(slots=True)
@@ -191,9 +190,6 @@ def import_events(
         raise FileProblem(f"source name is longer than {SOURCE_LENGTH} characters")
     if format not in OPENERS:
         raise FileProblem(f"format must be csv or jsonl, not {format!r}")
-    header, chunks = read_chunks(file, OPENERS[format], batch_size)
-    if rejects is not None:
-        rejects.start(header)
     summary = ImportSummary(details={"duplicates": 0, "contacts_created": 0})
 
     def write(batch: list[tuple[int, list, Incoming]]) -> None:
@@ -230,12 +226,15 @@ def import_events(
         session.flush()
 
     return run(
-        chunks,
+        session,
+        file,
+        OPENERS[format],
         write,
         summary,
-        rejects,
-        on_batch,
-        lambda: refresh_statistics(session.connection(), ["contacts", "identities", "events"]),
+        rejects=rejects,
+        on_batch=on_batch,
+        batch_size=batch_size,
+        tables=["contacts", "identities", "events"],
     )
 
 
