@@ -41,47 +41,54 @@ def events_group():
     """Import events from any channel: point of sale, call centre, web, kiosk."""
 
 
-def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str, importer) -> None:
-    """Run ``importer(session, path, rejects, on_batch)`` with a progress bar, then print the summary."""
+def run_import(path: Path, rejects_path: Path | None, importer, bar=None):
+    """Run ``importer(session, path, rejects, on_batch)``, committing as it goes; return (summary, rejects file)."""
     session = get_session()
     rejects = RejectsFile(rejects_path or path.with_name(path.name + ".rejects.csv"))
-    show_bar = not as_json and sys.stderr.isatty()
-    with ExitStack() as stack:
-        stack.enter_context(rejects)
-        bar = (
-            stack.enter_context(
-                click.progressbar(length=path.stat().st_size, label=label, file=sys.stderr, show_pos=False)
-            )
-            if show_bar
-            else None
-        )
-        done = {"bytes": 0, "committed_rows": 0}
+    done = {"bytes": 0, "committed_rows": 0}
 
-        def on_batch(summary, bytes_read: int) -> None:
-            # Commit every COMMIT_ROWS rows: an interrupted import keeps what it
-            # wrote, and running it again picks up the rest without duplicates.
-            # Committing less often than every batch writes each index page
-            # once for several batches (measured: 15% faster).
-            if summary.rows - done["committed_rows"] >= COMMIT_ROWS:
-                session.commit()
-                done["committed_rows"] = summary.rows
-            if bar is not None:
-                bar.update(bytes_read - done["bytes"])
-                done["bytes"] = bytes_read
+    def on_batch(summary, bytes_read: int) -> None:
+        # Commit every COMMIT_ROWS rows: an interrupted import keeps what it
+        # wrote, and running it again picks up the rest without duplicates.
+        # Committing less often than every batch writes each index page
+        # once for several batches (measured: 15% faster).
+        if summary.rows - done["committed_rows"] >= COMMIT_ROWS:
+            session.commit()
+            done["committed_rows"] = summary.rows
+        if bar is not None:
+            bar.update(bytes_read - done["bytes"])
+            done["bytes"] = bytes_read
 
+    with rejects:
         try:
             summary = importer(session, path, rejects, on_batch)
         except FileProblem as exc:
             session.rollback()
             raise click.ClickException(f"{path}: {exc}") from None
         session.commit()
-    report = summary.as_dict()
-    if rejects.count:
-        report["rejects_file"] = str(rejects.path)
+    return summary, rejects
+
+
+def summary_line(summary) -> str:
+    """An import's counts as one line of words: ``1200 rows, 1200 created, …``."""
+    return ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.as_dict().items())
+
+
+def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str, importer) -> None:
+    """Run an import with a progress bar on a terminal, then print the summary."""
+    with ExitStack() as stack:
+        bar = None
+        if not as_json and sys.stderr.isatty():
+            progress = click.progressbar(length=path.stat().st_size, label=label, file=sys.stderr, show_pos=False)
+            bar = stack.enter_context(progress)
+        summary, rejects = run_import(path, rejects_path, importer, bar)
     if as_json:
+        report = summary.as_dict()
+        if rejects.count:
+            report["rejects_file"] = str(rejects.path)
         click.echo(json.dumps(report))
         return
-    click.echo(", ".join(f"{value} {key.replace('_', ' ')}" for key, value in report.items() if key != "rejects_file"))
+    click.echo(summary_line(summary))
     if rejects.count:
         click.echo(f"{rejects.count} rejected rows, with line numbers and reasons, are in {rejects.path}", err=True)
 

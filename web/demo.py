@@ -10,10 +10,11 @@ from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
 from segments.db import utcnow
-from segments.imports import RejectsFile, import_contacts, import_events
+from segments.imports import import_contacts, import_events
 from segments.models import Contact, Event, Identity, Interest
 from segments.rules import load_rules_file
 from segments.service import count_segment, save_segment
+from web.contacts_cli import run_import, summary_line
 from web.db import get_session, upgrade
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -37,44 +38,37 @@ def demo_command(examples_dir: Path):
     upgrade(engine)
     click.echo(f"Database: {engine.url.render_as_string(hide_password=True)} (migrated to the newest schema)")
 
-    session = get_session()
     steps = [
         (
             "customers",
-            examples_dir / "customers.csv",
-            lambda path, rejects: import_contacts(
-                session, path, source="demo", rejects=rejects, on_batch=lambda *_: session.commit()
+            "customers.csv",
+            lambda session, path, rejects, on_batch: import_contacts(
+                session, path, source="demo", rejects=rejects, on_batch=on_batch
             ),
         ),
         (
             "point-of-sale purchases",
-            examples_dir / "pos_events.csv",
-            lambda path, rejects: import_events(
-                session, path, channel="pos", rejects=rejects, on_batch=lambda *_: session.commit()
+            "pos_events.csv",
+            lambda session, path, rejects, on_batch: import_events(
+                session, path, channel="pos", rejects=rejects, on_batch=on_batch
             ),
         ),
         (
             "call-centre calls",
-            examples_dir / "call_centre_events.jsonl",
-            lambda path, rejects: import_events(
-                session,
-                path,
-                channel="call_centre",
-                format="jsonl",
-                rejects=rejects,
-                on_batch=lambda *_: session.commit(),
+            "call_centre_events.jsonl",
+            lambda session, path, rejects, on_batch: import_events(
+                session, path, channel="call_centre", format="jsonl", rejects=rejects, on_batch=on_batch
             ),
         ),
     ]
-    for label, path, run in steps:
-        with RejectsFile(Path(current_app.instance_path) / f"demo-{path.name}.rejects.csv") as rejects:
-            summary = run(path, rejects)
-        session.commit()
-        report = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.as_dict().items())
-        click.echo(f"Imported {label} from {path.name}: {report}")
+    for label, name, importer in steps:
+        rejects_path = Path(current_app.instance_path) / f"demo-{name}.rejects.csv"
+        summary, rejects = run_import(examples_dir / name, rejects_path, importer)
+        click.echo(f"Imported {label} from {name}: {summary_line(summary)}")
         if rejects.count:
             click.echo(f"  rejected rows are in {rejects.path}")
 
+    session = get_session()
     _show_audience(session)
     half_life = current_app.config["PATRON_INTEREST_HALF_LIFE_DAYS"]
     click.echo("\nSegments (created or updated from examples/segments/):")
