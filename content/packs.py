@@ -1,0 +1,369 @@
+"""Content packs: a directory an agency delivers, read into layouts and blocks.
+
+The format is documented for agencies in docs/content-packs.md. Reading is
+strict and specific: every problem names the file, the line where known and
+the field. A bad block is reported and skipped, and the rest of the pack goes
+in; a bad manifest or layout stops the import, because blocks without their
+layout are of no use. Importing again adds a version to each layout or block
+whose content changed and leaves the others alone, so a version a run has
+used never changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import TemplateSyntaxError
+from marshmallow import Schema, ValidationError, fields, validate
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from content.models import Block, BlockVersion, Layout, LayoutVersion, Pack
+from content.rendering import check_template
+from content.selection import normalize_locale
+from segments.db import utcnow
+
+MANIFEST = "pack.yaml"
+_KEY = validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,63}$", error="must be lowercase letters, digits and '-' (at most 64)")
+_TAG = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}$", error="must be lowercase letters, digits, '_' and '-'")
+_LOCALE = validate.Regexp(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", error="must be a locale such as en or es-MX")
+
+
+@dataclass
+class Problem:
+    """What is wrong with one file of a pack, and where."""
+
+    path: str
+    message: str
+    line: int | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = self.path + (f", line {self.line}" if self.line else "")
+        return f"{where}: " + (f"field '{self.field}': " if self.field else "") + self.message
+
+
+class PackError(Exception):
+    """The pack cannot be imported at all (its manifest or a layout is unusable)."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(str(problem))
+        self.problem = problem
+
+
+@dataclass
+class ImportReport:
+    """What an import changed, per kind, and the blocks it skipped."""
+
+    pack: str
+    layouts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(("created", "changed", "unchanged"), 0))
+    blocks: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("created", "changed", "unchanged", "retired"), 0)
+    )
+    problems: list[Problem] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "pack": self.pack,
+            "layouts": self.layouts,
+            "blocks": self.blocks,
+            "problems": [{"path": p.path, "line": p.line, "field": p.field, "message": p.message} for p in self.problems],
+        }
+
+
+class _When(fields.Field):
+    """A date (midnight UTC) or an ISO date-time (UTC unless it says otherwise)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValidationError("must be a date (2026-11-01) or an ISO date-time") from None
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, date):
+            return datetime.combine(value, time(), UTC)
+        raise ValidationError("must be a date (2026-11-01) or an ISO date-time")
+
+
+class _LayoutSchema(Schema):
+    key = fields.String(required=True, validate=_KEY)
+    html = fields.String(required=True)
+    text = fields.String(load_default=None)
+    css = fields.List(fields.String(), load_default=list)
+    slots = fields.List(fields.String(validate=_KEY), required=True, validate=validate.Length(min=1))
+
+
+class _ManifestSchema(Schema):
+    key = fields.String(required=True, validate=_KEY)
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    default_locale = fields.String(required=True, validate=_LOCALE)
+    layouts = fields.List(fields.Nested(_LayoutSchema), required=True, validate=validate.Length(min=1))
+    blocks = fields.String(load_default="blocks")
+    strings = fields.Dict(
+        keys=fields.String(validate=_LOCALE),
+        values=fields.Dict(keys=fields.String(), values=fields.String()),
+        load_default=dict,
+    )
+
+
+class _BlockSchema(Schema):
+    key = fields.String(required=True, validate=_KEY)
+    locale = fields.String(required=True, validate=_LOCALE)
+    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    interests = fields.Dict(
+        keys=fields.String(validate=_TAG),
+        values=fields.Float(validate=validate.Range(min=0, min_inclusive=False)),
+        required=True,
+        validate=validate.Length(min=1),
+    )
+    slots = fields.List(fields.String(validate=_KEY), required=True, validate=validate.Length(min=1))
+    priority = fields.Float(load_default=0.0)
+    valid_from = _When(load_default=None)
+    valid_until = _When(load_default=None)
+    tags = fields.List(fields.String(validate=_TAG), load_default=list)
+    sensitive = fields.Boolean(load_default=False)
+    default = fields.Boolean(load_default=False)
+
+
+def import_pack(session: Session, root: Path | str) -> ImportReport:
+    """Read the pack at ``root`` into the database; the caller commits."""
+    root = Path(root)
+    manifest = _load_manifest(root)
+    layouts = [_read_layout(root, spec) for spec in manifest["layouts"]]
+    known_slots = {slot for layout in layouts for slot in layout["slots"]}
+    report = ImportReport(pack=manifest["key"])
+    blocks = _read_blocks(root, root / manifest["blocks"], known_slots, report)
+
+    pack = session.scalar(select(Pack).where(Pack.key == manifest["key"]))
+    if pack is None:
+        pack = Pack(key=manifest["key"])
+        session.add(pack)
+    pack.name = manifest["name"]
+    pack.default_locale = normalize_locale(manifest["default_locale"])
+    pack.strings = {normalize_locale(k): v for k, v in manifest["strings"].items()}
+    pack.imported_at = utcnow()
+    session.flush()
+
+    for spec in layouts:
+        layout = session.scalar(select(Layout).where(Layout.key == spec["key"])) or Layout(key=spec["key"])
+        layout.pack_id = pack.id
+        versioned = {k: v for k, v in spec.items() if k != "key"}
+        report.layouts[_add_version(session, layout, LayoutVersion, "layout_id", versioned)] += 1
+
+    existing = {(b.key, b.locale): b for b in session.scalars(select(Block).where(Block.pack_id == pack.id))}
+    for spec in blocks:
+        block = existing.pop((spec["key"], spec["locale"]), None) or Block(
+            pack_id=pack.id, key=spec["key"], locale=spec["locale"]
+        )
+        versioned = {k: v for k, v in spec.items() if k not in ("key", "locale")}
+        outcome = _add_version(session, block, BlockVersion, "block_id", versioned)
+        if block.retired_at is not None:
+            block.retired_at, outcome = None, "changed"
+        report.blocks[outcome] += 1
+    broken = {p.path for p in report.problems}
+    for block in existing.values():
+        current = session.get(BlockVersion, block.current_version_id)
+        if current is not None and str(root / current.source) in broken:
+            continue  # its file is there but broken this time: keep the version that worked
+        if block.retired_at is None:
+            block.retired_at = utcnow()
+            report.blocks["retired"] += 1
+    session.flush()
+    return report
+
+
+def _add_version(session: Session, owner, version_class, owner_column: str, spec: dict) -> str:
+    """Give ``owner`` a new current version unless its current one holds the same content."""
+    digest = _digest(spec)
+    if owner.id is not None and owner.current_version_id is not None:
+        current = session.get(version_class, owner.current_version_id)
+        if current is not None and current.digest == digest:
+            return "unchanged"
+    outcome = "created" if owner.id is None else "changed"
+    if owner.id is None:
+        session.add(owner)
+        session.flush()
+    number = session.scalar(
+        select(func.coalesce(func.max(version_class.version), 0)).where(getattr(version_class, owner_column) == owner.id)
+    )
+    version = version_class(**{owner_column: owner.id}, version=number + 1, digest=digest, **spec)
+    session.add(version)
+    session.flush()
+    owner.current_version_id = version.id
+    return outcome
+
+
+def _digest(spec: dict) -> str:
+    canonical = json.dumps({k: v for k, v in spec.items() if k != "source"}, sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _load_manifest(root: Path) -> dict:
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise PackError(Problem(str(root), "is not a directory (a pack is a directory holding pack.yaml)"))
+    if not path.is_file():
+        raise PackError(Problem(str(path), "not found: every pack has a pack.yaml manifest"))
+    data = _yaml(path, _read(path))
+    if not isinstance(data, dict):
+        raise PackError(Problem(str(path), "must be a mapping of keys such as key, name, layouts"))
+    try:
+        return _ManifestSchema().load(data)
+    except ValidationError as exc:
+        raise PackError(_first_problem(str(path), exc.messages)) from None
+
+
+def _read_layout(root: Path, spec: dict) -> dict:
+    html_path = _inside(root, spec["html"], f"layouts[{spec['key']}].html")
+    html = _read(html_path)
+    _check(html_path, html, text=False, offset=0)
+    missing = [s for s in spec["slots"] if not re.search(rf"slots\.{re.escape(s)}\b|slots\[['\"]{s}['\"]\]", html)]
+    if missing:
+        raise PackError(Problem(str(html_path), f"declares slots never used in the layout: {', '.join(missing)}"))
+    text = None
+    if spec["text"]:
+        text_path = _inside(root, spec["text"], f"layouts[{spec['key']}].text")
+        text = _read(text_path)
+        _check(text_path, text, text=True, offset=0)
+    css = "\n".join(_read(_inside(root, name, f"layouts[{spec['key']}].css")) for name in spec["css"])
+    return {"key": spec["key"], "html": html, "text": text, "css": css, "slots": spec["slots"]}
+
+
+def _read_blocks(root: Path, folder: Path, known_slots: set[str], report: ImportReport) -> list[dict]:
+    if not folder.is_dir():
+        raise PackError(Problem(str(folder), "the blocks folder named in pack.yaml does not exist"))
+    blocks: dict[tuple[str, str], dict] = {}
+    for path in sorted(folder.rglob("*.html")):
+        try:
+            block = _read_block(root, path, known_slots)
+        except PackError as exc:
+            report.problems.append(exc.problem)
+            continue
+        where = (block["key"], block["locale"])
+        if where in blocks:
+            report.problems.append(
+                Problem(str(path), f"repeats key {where[0]!r} in locale {where[1]!r} of {blocks[where]['source']}", 2, "key")
+            )
+            continue
+        blocks[where] = block
+    return list(blocks.values())
+
+
+def _read_block(root: Path, path: Path, known_slots: set[str]) -> dict:
+    source = _read(path)
+    if not source.startswith("---"):
+        raise PackError(Problem(str(path), "must start with YAML front matter between '---' lines", 1))
+    end = source.find("\n---", 3)
+    if end < 0:
+        raise PackError(Problem(str(path), "the front matter has no closing '---' line", 1))
+    front = source[3:end]
+    body_start = source.find("\n", end + 1)
+    body = source[body_start + 1 :] if body_start >= 0 else ""
+    body_offset = front.count("\n") + 2
+    data = _yaml(path, front, line_offset=1)
+    if not isinstance(data, dict):
+        raise PackError(Problem(str(path), "the front matter must be a mapping of keys such as key, locale", 2))
+    try:
+        meta = _BlockSchema().load(data)
+    except ValidationError as exc:
+        problem = _first_problem(str(path), exc.messages)
+        problem.line = _line_of(front, problem.field)
+        raise PackError(problem) from None
+    unknown = [s for s in meta["slots"] if s not in known_slots]
+    if unknown:
+        line = _line_of(front, "slots")
+        raise PackError(Problem(str(path), f"no layout has the slot(s) {', '.join(unknown)}", line, "slots"))
+    if meta["valid_from"] and meta["valid_until"] and meta["valid_until"] <= meta["valid_from"]:
+        raise PackError(Problem(str(path), "must be later than valid_from", _line_of(front, "valid_until"), "valid_until"))
+    if not body.strip():
+        raise PackError(Problem(str(path), "has no HTML after the front matter", body_offset))
+    _check(path, body, text=False, offset=body_offset)
+    text = None
+    text_path = path.with_suffix(".txt")
+    if text_path.is_file():
+        text = _read(text_path)
+        _check(text_path, text, text=True, offset=0)
+    return {
+        "key": meta["key"],
+        "locale": normalize_locale(meta["locale"]),
+        "title": meta["title"],
+        "html": body,
+        "text": text,
+        "interests": meta["interests"],
+        "slots": meta["slots"],
+        "tags": meta["tags"],
+        "priority": meta["priority"],
+        "valid_from": meta["valid_from"],
+        "valid_until": meta["valid_until"],
+        "sensitive": meta["sensitive"],
+        "is_default": meta["default"],
+        "source": str(path.relative_to(root)),
+    }
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PackError(Problem(str(path), f"is not UTF-8 text (byte {exc.start})")) from None
+    except OSError as exc:
+        raise PackError(Problem(str(path), f"cannot be read: {exc.strerror}")) from None
+
+
+def _yaml(path: Path, source: str, line_offset: int = 0):
+    try:
+        return yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 + line_offset if mark else None
+        raise PackError(Problem(str(path), f"is not valid YAML: {getattr(exc, 'problem', exc)}", line)) from None
+
+
+def _check(path: Path, source: str, *, text: bool, offset: int) -> None:
+    try:
+        check_template(source, text=text)
+    except TemplateSyntaxError as exc:
+        raise PackError(Problem(str(path), f"template error: {exc.message}", (exc.lineno or 0) + offset)) from None
+
+
+def _inside(root: Path, name: str, field_name: str) -> Path:
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise PackError(Problem(str(root / MANIFEST), f"{name!r} points outside the pack", None, field_name))
+    if not path.is_file():
+        raise PackError(Problem(str(root / MANIFEST), f"{name!r} does not exist in the pack", None, field_name))
+    return root / name
+
+
+def _first_problem(path: str, messages, prefix: str = "") -> Problem:
+    """The first marshmallow error as a Problem with a dotted field path."""
+    if isinstance(messages, dict):
+        name, inner = next(iter(messages.items()))
+        if name in ("key", "value") and prefix:  # a Dict field's entry: the path already names it
+            return _first_problem(path, inner, prefix)
+        dotted = f"{prefix}.{name}" if prefix and not isinstance(name, int) else (f"{prefix}[{name}]" if prefix else str(name))
+        return _first_problem(path, inner, dotted)
+    message = messages[0] if isinstance(messages, list) and messages else str(messages)
+    if isinstance(message, dict):
+        return _first_problem(path, message, prefix)
+    return Problem(path, str(message).rstrip("."), None, prefix or None)
+
+
+def _line_of(front: str, dotted: str | None) -> int | None:
+    """The line of the front matter's top-level key ``dotted`` starts with (the file's line number)."""
+    if not dotted:
+        return None
+    top = re.split(r"[.\[]", dotted)[0]
+    for number, line in enumerate(front.split("\n")):
+        if line.startswith(f"{top}:"):
+            return number + 1
+    return None

@@ -1,0 +1,105 @@
+"""Rendering in the sandbox: escapes fail, limits hold, CSS is inlined once per version."""
+
+from __future__ import annotations
+
+import pytest
+
+from content.rendering import Budget, Inliner, RenderError, compile_part, render
+
+CSS = "p { color: #333; } .button { background: #b3261e; }"
+CONTEXT = {
+    "contact": {"first_name": "Ana", "last_name": None, "attributes": {}},
+    "strings": {},
+    "unsubscribe_url": "https://patron.example/u/1/sig",
+    "link": lambda link_id: f"https://patron.example/r/1/{link_id}/sig",
+    "track_url": lambda url: f"https://patron.example/dynamic?{url}",
+}
+
+
+def compiled(html: str, text: str | None = None):
+    inlined = Inliner().inline("v1", html, CSS, fragment=True)
+    return compile_part(inlined, text, fragment=True, register_links=lambda urls: [7 + i for i in range(len(urls))])
+
+
+def rendered(html: str, **context) -> str:
+    return render(compiled(html).html, {**CONTEXT, **context}, Budget())
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ ''.__class__ }}",
+        "{{ contact.__class__.__init__.__globals__ }}",
+        "{{ '{0.__class__}'.format(contact) }}",
+        "{{ '{x.__class__}'.format_map({'x': contact}) }}",
+        "{{ cycler.__init__.__globals__.os }}",
+        "{% set x = contact.attributes.update({'a': 1}) %}",
+    ],
+)
+def test_sandbox_escapes_fail_the_recipient_with_an_error(escape):
+    with pytest.raises(RenderError):
+        rendered(f"<p>{escape}</p>")
+
+
+def test_merge_fields_are_escaped_and_have_fallbacks():
+    html = rendered("<p>Hi {{ contact.first_name | fallback('friend') }} from {{ contact.attributes.city | fallback('town') }}</p>")
+    assert "Hi Ana from town" in html
+    html = rendered("<p>Hi {{ contact.first_name | fallback('friend') }}</p>", contact={"first_name": "  "})
+    assert "Hi friend" in html
+    html = rendered("<p>{{ contact.first_name }}</p>", contact={"first_name": "<script>x</script>"})
+    assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_output_cap_and_time_budget_fail_the_recipient():
+    with pytest.raises(RenderError, match="larger than"):
+        rendered("{% for i in range(90000) %}<p>{{ 'x' * 100 }}</p>{% endfor %}")
+    slow = "{% for i in range(99999) %}{% for j in range(99999) %}{{ '' }}{% endfor %}{% endfor %}"
+    with pytest.raises(RenderError, match="longer than"):
+        render(compiled(slow).html, CONTEXT, Budget(seconds=0.2))
+
+
+def test_links_become_signed_tracking_calls_and_unsubscribe_is_left_alone():
+    part = compiled(
+        '<p><a href="https://shop.example.com/a?x=1&amp;y=2">A</a> <a href="mailto:hi@shop.example.com">mail</a>'
+        ' <a href="{{ unsubscribe_url }}">stop</a> <a href="https://shop.example.com/c/{{ contact.first_name }}">me</a></p>'
+    )
+    assert part.links == ("https://shop.example.com/a?x=1&y=2",)
+    html = render(part.html, CONTEXT, Budget())
+    assert 'href="https://patron.example/r/1/7/sig"' in html
+    assert 'href="mailto:hi@shop.example.com"' in html
+    assert 'href="https://patron.example/u/1/sig"' in html
+    assert "https://patron.example/dynamic?https://shop.example.com/c/Ana" in html
+    assert "shop.example.com/a" not in html
+
+
+def test_css_is_inlined_and_the_text_part_is_derived_from_the_html():
+    part = compiled('<h2>Pizza</h2><p>Two for one <a class="button" href="https://shop.example.com/p">Order</a></p>')
+    html = render(part.html, CONTEXT, Budget())
+    assert 'style="color:#333"' in html and "background:#b3261e" in html
+    text = render(part.text, CONTEXT, Budget())
+    assert text.startswith("Pizza\n\nTwo for one Order <https://patron.example/r/1/7/sig>")
+
+
+def test_premailer_runs_once_per_version_whatever_the_recipients(monkeypatch):
+    import premailer
+
+    calls = []
+    original = premailer.Premailer.transform
+    monkeypatch.setattr(premailer.Premailer, "transform", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    inliner = Inliner()
+    for _ in range(50):
+        inliner.inline(("block", 1), "<p>One</p>", CSS, fragment=True)
+        inliner.inline(("block", 2), "<p>Two</p>", CSS, fragment=True)
+    assert len(calls) == inliner.calls == 2
+
+
+def test_links_in_a_hand_written_text_part_are_tracked_too():
+    inlined = Inliner().inline("v1", '<p><a href="https://shop.example.com/a">A</a></p>', CSS, fragment=True)
+    text = "Order: https://shop.example.com/b.\nAgain: https://shop.example.com/a\nStop: {{ unsubscribe_url }}\n"
+    part = compile_part(inlined, text, fragment=True, register_links=lambda urls: [7 + i for i in range(len(urls))])
+    rendered_text = render(part.text, CONTEXT, Budget())
+    assert "shop.example.com" not in rendered_text
+    assert "Order: https://patron.example/r/1/7/sig." in rendered_text  # the full stop is not part of the URL
+    assert "Again: https://patron.example/r/1/8/sig" in rendered_text
+    assert "Stop: https://patron.example/u/1/sig" in rendered_text
