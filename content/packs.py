@@ -74,7 +74,9 @@ class ImportReport:
             "pack": self.pack,
             "layouts": self.layouts,
             "blocks": self.blocks,
-            "problems": [{"path": p.path, "line": p.line, "field": p.field, "message": p.message} for p in self.problems],
+            "problems": [
+                {"path": p.path, "line": p.line, "field": p.field, "message": p.message} for p in self.problems
+            ],
         }
 
 
@@ -193,7 +195,9 @@ def _add_version(session: Session, owner, version_class, owner_column: str, spec
         session.add(owner)
         session.flush()
     number = session.scalar(
-        select(func.coalesce(func.max(version_class.version), 0)).where(getattr(version_class, owner_column) == owner.id)
+        select(func.coalesce(func.max(version_class.version), 0)).where(
+            getattr(version_class, owner_column) == owner.id
+        )
     )
     version = version_class(**{owner_column: owner.id}, version=number + 1, digest=digest, **spec)
     session.add(version)
@@ -251,7 +255,9 @@ def _read_blocks(root: Path, folder: Path, known_slots: set[str], report: Import
         where = (block["key"], block["locale"])
         if where in blocks:
             report.problems.append(
-                Problem(str(path), f"repeats key {where[0]!r} in locale {where[1]!r} of {blocks[where]['source']}", 2, "key")
+                Problem(
+                    str(path), f"repeats key {where[0]!r} in locale {where[1]!r} of {blocks[where]['source']}", 2, "key"
+                )
             )
             continue
         blocks[where] = block
@@ -283,7 +289,9 @@ def _read_block(root: Path, path: Path, known_slots: set[str]) -> dict:
         line = _line_of(front, "slots")
         raise PackError(Problem(str(path), f"no layout has the slot(s) {', '.join(unknown)}", line, "slots"))
     if meta["valid_from"] and meta["valid_until"] and meta["valid_until"] <= meta["valid_from"]:
-        raise PackError(Problem(str(path), "must be later than valid_from", _line_of(front, "valid_until"), "valid_until"))
+        raise PackError(
+            Problem(str(path), "must be later than valid_from", _line_of(front, "valid_until"), "valid_until")
+        )
     if not body.strip():
         raise PackError(Problem(str(path), "has no HTML after the front matter", body_offset))
     _check(path, body, text=False, offset=body_offset)
@@ -350,7 +358,11 @@ def _first_problem(path: str, messages, prefix: str = "") -> Problem:
         name, inner = next(iter(messages.items()))
         if name in ("key", "value") and prefix:  # a Dict field's entry: the path already names it
             return _first_problem(path, inner, prefix)
-        dotted = f"{prefix}.{name}" if prefix and not isinstance(name, int) else (f"{prefix}[{name}]" if prefix else str(name))
+        dotted = (
+            f"{prefix}.{name}"
+            if prefix and not isinstance(name, int)
+            else (f"{prefix}[{name}]" if prefix else str(name))
+        )
         return _first_problem(path, inner, dotted)
     message = messages[0] if isinstance(messages, list) and messages else str(messages)
     if isinstance(message, dict):

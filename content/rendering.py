@@ -137,7 +137,7 @@ def compile_part(
     for anchor in tree.iter("a"):
         href = (anchor.get("href") or "").strip()
         if href in ids:
-            anchor.set("href", _add_tag(tags, "{{ link(%d) }}" % ids[href]))
+            anchor.set("href", _add_tag(tags, _link_call(ids[href])))
         elif _MASK.search(href) and _unmask(href, tags).startswith(_TRACKED_SCHEMES):
             # A link built from merge fields: registered when it is rendered.
             anchor.set("href", _add_tag(tags, "{% filter track %}" + _unmask(href, tags) + "{% endfilter %}"))
@@ -154,6 +154,10 @@ def compile_part(
     )
 
 
+def _link_call(link_id: int) -> str:
+    return "{{ link(" + str(link_id) + ") }}"
+
+
 def _track_text_links(source: str, register_links) -> tuple[str, list[str]]:
     """A hand-written text part with its fixed URLs turned into ``link(id)`` calls."""
     masked, tags = _mask(source)
@@ -161,7 +165,7 @@ def _track_text_links(source: str, register_links) -> tuple[str, list[str]]:
     if not urls:
         return source, []
     ids = dict(zip(urls, register_links(urls)))
-    masked = _TEXT_URL.sub(lambda m: "{{ link(%d) }}" % ids[m.group(0)] if m.group(0) in ids else m.group(0), masked)
+    masked = _TEXT_URL.sub(lambda m: _link_call(ids[m.group(0)]) if m.group(0) in ids else m.group(0), masked)
     return _unmask(masked, tags), urls
 
 

@@ -43,7 +43,9 @@ def test_sandbox_escapes_fail_the_recipient_with_an_error(escape):
 
 
 def test_merge_fields_are_escaped_and_have_fallbacks():
-    html = rendered("<p>Hi {{ contact.first_name | fallback('friend') }} from {{ contact.attributes.city | fallback('town') }}</p>")
+    html = rendered(
+        "<p>Hi {{ contact.first_name | fallback('friend') }} from {{ contact.attributes.city | fallback('town') }}</p>"
+    )
     assert "Hi Ana from town" in html
     html = rendered("<p>Hi {{ contact.first_name | fallback('friend') }}</p>", contact={"first_name": "  "})
     assert "Hi friend" in html
@@ -62,7 +64,8 @@ def test_output_cap_and_time_budget_fail_the_recipient():
 def test_links_become_signed_tracking_calls_and_unsubscribe_is_left_alone():
     part = compiled(
         '<p><a href="https://shop.example.com/a?x=1&amp;y=2">A</a> <a href="mailto:hi@shop.example.com">mail</a>'
-        ' <a href="{{ unsubscribe_url }}">stop</a> <a href="https://shop.example.com/c/{{ contact.first_name }}">me</a></p>'
+        ' <a href="{{ unsubscribe_url }}">stop</a>'
+        ' <a href="https://shop.example.com/c/{{ contact.first_name }}">me</a></p>'
     )
     assert part.links == ("https://shop.example.com/a?x=1&y=2",)
     html = render(part.html, CONTEXT, Budget())
@@ -86,7 +89,9 @@ def test_premailer_runs_once_per_version_whatever_the_recipients(monkeypatch):
 
     calls = []
     original = premailer.Premailer.transform
-    monkeypatch.setattr(premailer.Premailer, "transform", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    monkeypatch.setattr(
+        premailer.Premailer, "transform", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
     inliner = Inliner()
     for _ in range(50):
         inliner.inline(("block", 1), "<p>One</p>", CSS, fragment=True)

@@ -158,9 +158,7 @@ def reference(slots, candidates, r: Recipient, default_locale: str) -> list[tupl
 
 
 def summary(choices: dict[str, Choice]) -> list[tuple]:
-    return [
-        (name, c.candidate and c.candidate.version_id, c.locale, c.reason, c.score) for name, c in choices.items()
-    ]
+    return [(name, c.candidate and c.candidate.version_id, c.locale, c.reason, c.score) for name, c in choices.items()]
 
 
 def choose(slots, candidates, r, default_locale="en") -> dict[str, Choice]:
