@@ -1,0 +1,237 @@
+"""The delivery ledger: one row per (run, contact), written before the message leaves.
+
+A row moves pending -> sending -> sent | failed | skipped | unknown. Planning
+writes the rows a page at a time with one ``INSERT … SELECT``; a worker claims
+a few rows at once (pending -> sending, committed before the first byte goes
+on the wire) and records the outcome of each in bulk. Rows left in
+``sending`` by a worker that died may or may not have gone out: recovery marks
+them ``unknown``, and only an explicit resend sends them again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import String, and_, bindparam, case, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from delivery.models import STATUSES, Delivery, ShownBlock
+from segments.models import Contact, Suppression
+
+UNKNOWN_REASON = "in flight when its worker stopped: it may or may not have been delivered"
+
+
+@dataclass(frozen=True)
+class FrequencyCap:
+    """At most ``limit`` messages to a contact in any ``days`` days, across campaigns."""
+
+    limit: int
+    days: float
+
+    def since(self, now: datetime) -> datetime:
+        return now - timedelta(days=self.days)
+
+    def reason(self) -> str:
+        return f"frequency cap: {self.limit} message(s) in {self.days:g} day(s) already"
+
+
+def plan_page(
+    session: Session,
+    run_id: int,
+    audience: ColumnElement[bool],
+    *,
+    after: int,
+    page_size: int,
+    cap: FrequencyCap | None,
+    now: datetime,
+) -> int | None:
+    """Write the ledger rows for the next page of the audience after contact ``after``; the page's last id."""
+    reasons = [
+        (Contact.email.is_(None), "no email address"),
+        (Contact.status != "active", literal("contact status: ", String()) + Contact.status),
+        (Suppression.email.is_not(None), literal("suppressed: ", String()) + Suppression.reason),
+    ]
+    if cap is not None:
+        recent = (
+            select(func.count())
+            .where(Delivery.contact_id == Contact.id, Delivery.status == "sent", Delivery.sent_at >= cap.since(now))
+            .scalar_subquery()
+        )
+        reasons.append((recent >= cap.limit, literal(cap.reason(), String())))
+    skip_reason = case(*((condition, reason) for condition, reason in reasons), else_=None)
+    status = case((skip_reason.is_(None), "pending"), else_="skipped")
+    page = (
+        select(literal(run_id), Contact.id, status, skip_reason, Contact.email, literal(0))
+        .select_from(Contact)
+        .outerjoin(Suppression, Suppression.email == Contact.email)
+        .where(audience, Contact.id > after)
+        .order_by(Contact.id)
+        .limit(page_size)
+    )
+    columns = ["run_id", "contact_id", "status", "reason", "email", "attempts"]
+    statement = Delivery.__table__.insert().from_select(columns, page).returning(Delivery.__table__.c.contact_id)
+    return max(session.scalars(statement), default=None)
+
+
+def last_planned(session: Session, run_id: int) -> int:
+    """The highest contact id planned so far (0 before the first page): planning resumes after it."""
+    return session.scalar(select(func.max(Delivery.contact_id)).where(Delivery.run_id == run_id)) or 0
+
+
+def pending_ranges(session: Session, run_id: int, size: int) -> Iterable[tuple[int, int]]:
+    """(first id, last id) of each run of ``size`` pending rows, read a page at a time."""
+    after = 0
+    while True:
+        ids = session.scalars(
+            select(Delivery.id)
+            .where(Delivery.run_id == run_id, Delivery.status == "pending", Delivery.id > after)
+            .order_by(Delivery.id)
+            .limit(size)
+        ).all()
+        if not ids:
+            return
+        yield ids[0], ids[-1]
+        after = ids[-1]
+
+
+def claim(session: Session, run_id: int, first: int, last: int, limit: int, now: datetime) -> list[tuple[int, int]]:
+    """Mark up to ``limit`` pending rows in [first, last] as sending; their (delivery id, contact id)."""
+    ids = (
+        select(Delivery.id)
+        .where(Delivery.run_id == run_id, Delivery.status == "pending", Delivery.id.between(first, last))
+        .order_by(Delivery.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        ids = ids.with_for_update(skip_locked=True)
+    claimed = session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(ids.scalar_subquery()), Delivery.status == "pending")
+        .values(status="sending", claimed_at=now, attempts=Delivery.attempts + 1)
+        .returning(Delivery.id, Delivery.contact_id)
+    ).all()
+    return sorted((row[0], row[1]) for row in claimed)
+
+
+_FINISH = (
+    update(Delivery.__table__)
+    .where(Delivery.__table__.c.id == bindparam("row_id"), Delivery.__table__.c.status == "sending")
+    .values(
+        status=bindparam("new_status"),
+        reason=bindparam("new_reason"),
+        email=func.coalesce(bindparam("new_email", type_=String()), Delivery.__table__.c.email),
+        message_id=bindparam("new_message_id"),
+        locale=bindparam("new_locale"),
+        blocks=bindparam("new_blocks", type_=Delivery.__table__.c.blocks.type),
+        sent_at=bindparam("new_sent_at", type_=Delivery.__table__.c.sent_at.type),
+    )
+)
+
+
+@dataclass
+class Outcome:
+    """What happened to one claimed row."""
+
+    delivery_id: int
+    status: str
+    reason: str | None = None
+    email: str | None = None
+    message_id: str | None = None
+    locale: str | None = None
+    blocks: list[int] | None = None
+    block_ids: Sequence[int] = ()
+    contact_id: int | None = None
+    sent_at: datetime | None = None
+
+
+def record(session: Session, outcomes: Sequence[Outcome]) -> None:
+    """Write the outcomes of claimed rows in bulk, and remember the blocks each contact was sent."""
+    if not outcomes:
+        return
+    assert all(o.status in STATUSES and o.status not in ("sending",) for o in outcomes)
+    session.connection().execute(
+        _FINISH,
+        [
+            {
+                "row_id": o.delivery_id,
+                "new_status": o.status,
+                "new_reason": o.reason,
+                "new_email": o.email,
+                "new_message_id": o.message_id,
+                "new_locale": o.locale,
+                "new_blocks": o.blocks,
+                "new_sent_at": o.sent_at,
+            }
+            for o in outcomes
+        ],
+    )
+    shown = [
+        {"contact_id": o.contact_id, "block_id": block, "delivery_id": o.delivery_id, "shown_at": o.sent_at}
+        for o in outcomes
+        if o.status == "sent"
+        for block in o.block_ids
+    ]
+    if shown:
+        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        statement = insert(ShownBlock.__table__)
+        statement = statement.on_conflict_do_update(
+            index_elements=["contact_id", "block_id"],
+            set_={"delivery_id": statement.excluded.delivery_id, "shown_at": statement.excluded.shown_at},
+        )
+        session.connection().execute(statement, shown)
+
+
+def mark_unknown(session: Session, run_id: int) -> int:
+    """Rows a dead worker left in flight become ``unknown``; how many."""
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.run_id == run_id, Delivery.status == "sending")
+        .values(status="unknown", reason=UNKNOWN_REASON)
+    ).rowcount
+
+
+def requeue_unknown(session: Session, run_id: int) -> int:
+    """Put ``unknown`` rows back to pending, to be sent again on purpose; how many."""
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.run_id == run_id, Delivery.status == "unknown")
+        .values(status="pending", reason="resent on request after an unknown outcome")
+    ).rowcount
+
+
+def skip_pending(session: Session, run_id: int, reason: str) -> int:
+    """Skip every row still pending (a cancelled run); how many."""
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.run_id == run_id, Delivery.status == "pending")
+        .values(status="skipped", reason=reason)
+    ).rowcount
+
+
+def counts(session: Session, run_id: int) -> dict[str, int]:
+    """Rows per status, every status present, plus ``total``."""
+    result = dict.fromkeys(STATUSES, 0)
+    result.update(
+        session.execute(
+            select(Delivery.status, func.count()).where(Delivery.run_id == run_id).group_by(Delivery.status)
+        ).all()
+    )
+    result["total"] = sum(result[s] for s in STATUSES)
+    return result
+
+
+def in_flight(session: Session, run_id: int) -> bool:
+    """Whether any row of the run is still pending or sending."""
+    return (
+        session.scalar(
+            select(Delivery.id)
+            .where(Delivery.run_id == run_id, and_(Delivery.status.in_(("pending", "sending"))))
+            .limit(1)
+        )
+        is not None
+    )
