@@ -35,6 +35,10 @@ class Settings:
     secret_key: str
     base_url: str
     interest_half_life_days: float
+    delivery_url: str = "outbox:"
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_path: Path | None = None
 
 
 def load_settings(environ: dict[str, str] | None = None, instance_path: Path | None = None) -> Settings:
@@ -47,7 +51,36 @@ def load_settings(environ: dict[str, str] | None = None, instance_path: Path | N
         secret_key=_secret_key(env, instance),
         base_url=_base_url(env),
         interest_half_life_days=_positive_number(env, "PATRON_INTEREST_HALF_LIFE_DAYS", 30.0),
+        delivery_url=_delivery_url(env, instance),
+        **_dkim(env),
     )
+
+
+def _delivery_url(env, instance: Path) -> str:
+    raw = env.get("PATRON_DELIVERY_URL") or f"outbox://{instance / 'outbox'}"
+    scheme = raw.partition(":")[0]
+    if scheme not in ("outbox", "smtp"):
+        raise SettingsError("PATRON_DELIVERY_URL", f"must start with outbox: or smtp://, got {scheme!r}")
+    return raw
+
+
+def _dkim(env) -> dict:
+    """DKIM signing: all three of selector, domain and key file, or none of them."""
+    names = ("PATRON_DKIM_SELECTOR", "PATRON_DKIM_DOMAIN", "PATRON_DKIM_KEY_FILE")
+    given = {name: env.get(name) for name in names if env.get(name)}
+    if not given:
+        return {}
+    missing = [name for name in names if name not in given]
+    if missing:
+        raise SettingsError(missing[0], f"DKIM signing needs all of {', '.join(names)}")
+    key = Path(given["PATRON_DKIM_KEY_FILE"])
+    if not key.is_file():
+        raise SettingsError("PATRON_DKIM_KEY_FILE", f"no such file: {key}")
+    return {
+        "dkim_selector": given["PATRON_DKIM_SELECTOR"],
+        "dkim_domain": given["PATRON_DKIM_DOMAIN"],
+        "dkim_key_path": key,
+    }
 
 
 def _database_url(env, instance: Path) -> str:

@@ -2,7 +2,10 @@
 
 from alembic import context
 
-import segments.models  # noqa: F401  (registers the audience tables)
+import campaigns.models  # noqa: F401  (each import registers its package's tables)
+import content.models  # noqa: F401
+import delivery.models  # noqa: F401
+import segments.models  # noqa: F401
 from segments.db import Base, make_engine
 
 config = context.config

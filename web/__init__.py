@@ -10,7 +10,9 @@ from flask import Flask
 
 import config
 from web import db
+from web.campaigns_cli import campaigns_group
 from web.contacts_cli import contacts_group, events_group
+from web.content_cli import content_group
 from web.demo import demo_command
 from web.segments_cli import segments_group
 
@@ -25,6 +27,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         PATRON_DATABASE_URL=settings.database_url,
         PATRON_BASE_URL=settings.base_url,
         PATRON_INTEREST_HALF_LIFE_DAYS=settings.interest_half_life_days,
+        PATRON_DELIVERY_URL=settings.delivery_url,
     )
     if test_config:
         app.config.from_mapping(test_config)
@@ -32,5 +35,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.cli.add_command(contacts_group)
     app.cli.add_command(events_group)
     app.cli.add_command(segments_group)
+    app.cli.add_command(content_group)
+    app.cli.add_command(campaigns_group)
     app.cli.add_command(demo_command)
     return app

@@ -9,12 +9,20 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import func, select
 
+from campaigns.definition import load_definition
+from campaigns.models import Campaign
+from campaigns.runs import ACTIVE_STATES, create_campaign, latest_run, prepare_resume, start_run
+from campaigns.runs import status as run_status
+from content.models import Block, BlockVersion
+from delivery.models import Delivery
 from segments.db import utcnow
 from segments.imports import import_contacts, import_events
 from segments.models import Contact, Event, Identity, Interest
 from segments.rules import load_rules_file
 from segments.service import count_segment, save_segment
+from web.campaigns_cli import follow
 from web.contacts_cli import run_import, summary_line
+from web.content_cli import report_line, run_pack_import
 from web.db import get_session, upgrade
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -31,7 +39,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 )
 @with_appcontext
 def demo_command(examples_dir: Path):
-    """Set up the database, import the sample audience, create the example segments and count them."""
+    """Set up the database, import the sample audience and content, and send the weekly campaign to the outbox."""
     if not (examples_dir / "customers.csv").is_file():
         raise click.ClickException(f"{examples_dir}: no customers.csv here; pass --examples DIR of a Patron checkout")
     engine = current_app.extensions["patron_engine"]
@@ -80,10 +88,56 @@ def demo_command(examples_dir: Path):
         count = count_segment(session, segment, now=utcnow(), half_life_days=half_life)
         summary = description if len(description) <= 72 else description[:71].rsplit(" ", 1)[0] + "…"
         click.echo(f"  {path.stem:<28} {count:>6,}  {summary}")
+    _send_weekly(session, examples_dir)
+
+
+def _send_weekly(session, examples_dir: Path) -> None:
+    """Import the demo pack, then create (once) and send a run of the weekly campaign to the outbox."""
+    report = run_pack_import(examples_dir / "packs" / "corner-shop")
+    click.echo(f"\nContent: {report_line(report)}")
+    path = examples_dir / "campaigns" / "weekly.yaml"
+    definition = load_definition(path)
+    campaign = session.scalar(select(Campaign).where(Campaign.name == definition["name"]).order_by(Campaign.id))
+    if campaign is None:
+        campaign = create_campaign(session, definition, str(path))
+    run = latest_run(session, campaign.id)
+    if run is not None and run.state in ACTIVE_STATES:
+        run, _ = prepare_resume(session, campaign.id)  # an earlier demo was interrupted: finish it first
+    else:
+        run = start_run(session, campaign.id)
+    session.commit()
+    click.echo(f"Sending campaign {campaign.id} ({campaign.name}), run {run.id}, to {_where(current_app)}:")
+    follow(run.id, workers=1)
+    session.expire_all()  # the run was sent through connections of its own
+    current = run_status(session, campaign.id)
+    session.rollback()
     click.echo(
-        "\nNext: `patron segments preview NAME` lists who is in one;"
-        " `patron segments count --rules FILE` tries your own."
+        f"  {current['state']}: {current['sent']:,} sent, {current['skipped']:,} skipped,"
+        f" {current['failed']:,} failed, {current['unknown']:,} unknown of {current['total']:,}"
     )
+    click.echo("Who got which blocks (a sample; each later run leaves out what a customer already got):")
+    rows = session.execute(
+        select(Delivery.email, Delivery.locale, Delivery.blocks)
+        .where(Delivery.run_id == run.id, Delivery.status == "sent")
+        .order_by(Delivery.id)
+        .limit(6)
+    ).all()
+    keys = dict(
+        session.execute(select(BlockVersion.id, Block.key).join(Block, Block.id == BlockVersion.block_id)).all()
+    )
+    for email, locale, blocks in rows:
+        click.echo(f"  {email:<40} {locale:<6} {', '.join(keys[b] for b in blocks)}")
+    click.echo(
+        f"\nNext: `patron campaigns preview {campaign.id} --contact EMAIL` shows why a customer got their blocks;"
+        f" `patron campaigns send {campaign.id} --wait` sends next week's run."
+    )
+
+
+def _where(app) -> str:
+    url = app.config["PATRON_DELIVERY_URL"]
+    if url.startswith("outbox:"):
+        return f"the outbox {url.removeprefix('outbox:').removeprefix('//') or Path(app.instance_path) / 'outbox'}"
+    return url.split("@")[-1]
 
 
 def _show_audience(session) -> None:

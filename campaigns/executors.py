@@ -1,0 +1,217 @@
+"""Executors: who runs a run's batches. The local pool is the embedded default.
+
+A batch task carries ids only, ``send_batch_task(run_id, first, last)``, and
+finds everything else in its worker: the database, the transport, the signer,
+the compiled content. So the same task runs in this process, in a local pool of
+processes, or (later) on Celery workers unchanged. ``execute_run`` drives a
+run from the machine that started it: it plans the ledger, hands out batches
+and marks the run finished when no row is pending or sending.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from campaigns import runs
+from campaigns.models import Run
+from campaigns.pipeline import Assembly, Stats, pause_run, send_batch
+from content.rendering import Inliner
+from delivery import ledger
+from delivery.tracking import LinkSigner
+from delivery.transports import open_transport, redact_url
+from delivery.transports.base import DeliveryError
+from segments.db import make_engine, make_session_factory
+
+BATCH_SIZE = 500  # ledger rows per task
+RETRY_PASSES = 5  # passes over rows a server refused for now, before the run pauses
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker needs to send, handed down by whoever reads the settings."""
+
+    database_url: str
+    delivery_url: str
+    secret_key: str
+    base_url: str
+    instance_path: str
+    half_life_days: float
+    workers: int = 1
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
+    dkim_key_path: str | None = None
+
+
+class Worker:
+    """One process's database, transport and compiled runs."""
+
+    def __init__(self, config: WorkerConfig, parent_pid: int | None = None):
+        self.config = config
+        self.parent_pid = parent_pid
+        self.engine = make_engine(config.database_url)
+        self.sessions = make_session_factory(self.engine)
+        self.signer = LinkSigner(config.secret_key, config.base_url)
+        self.inliner = Inliner()
+        self.sign = None
+        if config.dkim_key_path:
+            from delivery.dkim import DkimSigner
+
+            signer = DkimSigner.from_file(
+                selector=config.dkim_selector, domain=config.dkim_domain, path=config.dkim_key_path
+            )
+            self.sign = signer.sign
+        self._transport = None
+        self._assemblies: dict[int, Assembly] = {}
+        self._assembly_session = self.sessions()
+
+    @property
+    def transport(self):
+        if self._transport is None:
+            self._transport = open_transport(
+                self.config.delivery_url, instance_path=Path(self.config.instance_path), workers=self.config.workers
+            )
+        return self._transport
+
+    def assembly(self, run_id: int) -> Assembly:
+        if run_id not in self._assemblies:
+            run = self._assembly_session.get(Run, run_id)
+            if run is None:
+                raise LookupError(f"there is no run {run_id}")
+            self._assemblies[run_id] = Assembly(
+                self._assembly_session,
+                run,
+                signer=self.signer,
+                inliner=self.inliner,
+                half_life_days=self.config.half_life_days,
+                sign=self.sign,
+            )
+        return self._assemblies[run_id]
+
+    def send_batch(self, run_id: int, first: int, last: int) -> Stats:
+        try:
+            transport = self.transport
+        except (DeliveryError, ValueError, OSError) as exc:
+            pause_run(self.sessions, run_id, f"cannot deliver through {redact_url(self.config.delivery_url)}: {exc}")
+            return Stats()
+        return send_batch(self.assembly(run_id), self.sessions, transport, first, last, parent_pid=self.parent_pid)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._assembly_session.close()
+        self.engine.dispose()
+
+
+_worker: Worker | None = None
+
+
+def configure_worker(config: WorkerConfig, parent_pid: int | None = None) -> None:
+    """Set up this process as a worker (a pool's initializer; a Celery worker's start-up hook)."""
+    global _worker
+    _worker = Worker(config, parent_pid)
+
+
+def send_batch_task(run_id: int, first: int, last: int) -> dict:
+    """The batch task: ids in, plain counts and timings out."""
+    stats = _worker.send_batch(run_id, first, last)
+    return {"seconds": dict(stats.seconds), "outcomes": dict(stats.outcomes)}
+
+
+def _merge(stats: Stats, result: dict) -> int:
+    stats.add(Stats(seconds=result["seconds"], outcomes=result["outcomes"]))
+    return sum(result["outcomes"].values())
+
+
+def execute_run(
+    config: WorkerConfig,
+    run_id: int,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> Stats:
+    """Plan (if needed) and send the run with ``config.workers`` local workers; the summed stats."""
+    engine = make_engine(config.database_url)
+    sessions = make_session_factory(engine)
+    stats = Stats()
+    try:
+        with sessions() as session:
+            run = session.get(Run, run_id)
+            runs.claim_ownership(session, run)
+            session.commit()
+        started = time.perf_counter()
+        runs.plan_run(sessions, run_id, half_life_days=config.half_life_days)
+        stats.seconds["segment"] += time.perf_counter() - started
+        with sessions() as session:
+            total = ledger.counts(session, run_id)
+            done = total["total"] - total["pending"]
+        if progress:
+            progress(done, total["total"])
+        pool = _LocalPool(config)
+        try:
+            for _ in range(RETRY_PASSES):
+                with sessions() as session:
+                    ranges = list(ledger.pending_ranges(session, run_id, batch_size))
+                    state = session.get(Run, run_id).state
+                if not ranges or state != "sending":
+                    break
+                for result in pool.run(run_id, ranges):
+                    done += _merge(stats, result)
+                    if progress:
+                        progress(done, total["total"])
+        finally:
+            pool.close()
+        with sessions() as session:
+            run = session.get(Run, run_id)
+            if not runs.finish_if_done(session, run) and run.state == "sending":
+                run.state, run.note = "paused", "paused: some messages keep failing temporarily; resume to retry"
+            session.commit()
+    finally:
+        engine.dispose()
+    return stats
+
+
+class _LocalPool:
+    """Batches in this process (one worker) or in a pool of worker processes."""
+
+    def __init__(self, config: WorkerConfig):
+        self.config = config
+        self.executor = None
+        if config.workers > 1:
+            self.executor = ProcessPoolExecutor(
+                max_workers=config.workers,
+                mp_context=get_context("spawn"),
+                initializer=configure_worker,
+                initargs=(config, os.getpid()),
+            )
+        else:
+            configure_worker(config)
+
+    def run(self, run_id: int, ranges: list[tuple[int, int]]):
+        """Each batch's result as it completes, with a bounded number in flight."""
+        if self.executor is None:
+            for first, last in ranges:
+                yield send_batch_task(run_id, first, last)
+            return
+        pending = set()
+        todo = iter(ranges)
+        for first, last in todo:
+            pending.add(self.executor.submit(send_batch_task, run_id, first, last))
+            if len(pending) >= 2 * self.config.workers:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in finished)
+        for future in pending:
+            yield future.result()
+
+    def close(self) -> None:
+        global _worker
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+        elif _worker is not None:
+            _worker.close()
+            _worker = None

@@ -1,0 +1,220 @@
+"""Campaigns and runs as a marketer drives them: create, start, pause, resume, cancel.
+
+Services take a session and ids, may flush, and never commit, except
+``plan_run``, which commits a page at a time so that planning a million
+recipients never holds one huge transaction (it takes a session factory).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from campaigns.definition import CampaignError, parse_definition
+from campaigns.models import Campaign, Run
+from content.models import Block, Layout
+from delivery import ledger
+from segments.compiler import compile_rules
+from segments.db import utcnow
+from segments.models import Contact
+from segments.service import UnknownSegment, get_segment_by_name
+
+ACTIVE_STATES = ("planning", "sending", "paused")
+PLAN_PAGE = 5000
+
+
+class RunError(CampaignError):
+    """A run cannot do what was asked in its current state."""
+
+
+def create_campaign(session: Session, definition: dict[str, Any], source: str = "campaign") -> Campaign:
+    """Check a campaign definition and store it."""
+    definition = parse_definition(definition, source) if "sender" not in definition else definition
+    if session.scalar(select(Layout.id).where(Layout.key == definition["layout"])) is None:
+        raise CampaignError(f"{source}: field 'layout': there is no layout {definition['layout']!r}; import its pack")
+    if definition["segment"] and get_segment_by_name(session, definition["segment"]) is None:
+        raise CampaignError(f"{source}: field 'segment': there is no segment {definition['segment']!r}")
+    campaign = Campaign(name=definition["name"], definition=definition)
+    session.add(campaign)
+    session.flush()
+    return campaign
+
+
+def get_campaign(session: Session, campaign_id: int) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise CampaignError(f"there is no campaign {campaign_id}")
+    return campaign
+
+
+def latest_run(session: Session, campaign_id: int) -> Run | None:
+    """The campaign's most recent run, if any."""
+    return session.scalar(select(Run).where(Run.campaign_id == campaign_id).order_by(Run.id.desc()).limit(1))
+
+
+def frozen_content(session: Session, layout_key: str) -> dict[str, Any]:
+    """The current layout version and block versions of its pack, as a run freezes them."""
+    layout = session.scalar(select(Layout).where(Layout.key == layout_key))
+    if layout is None or layout.current_version_id is None:
+        raise CampaignError(f"there is no layout {layout_key!r}; import its pack")
+    blocks = session.scalars(
+        select(Block.current_version_id).where(Block.pack_id == layout.pack_id, Block.retired_at.is_(None))
+    ).all()
+    return {"pack": layout.pack_id, "layout_version": layout.current_version_id, "blocks": sorted(blocks)}
+
+
+def audience_rules(session: Session, definition: dict[str, Any]) -> dict[str, Any]:
+    """The rule tree a run sends to: the saved segment's rules as they are now, or the inline rules."""
+    if definition.get("rules") is not None:
+        return definition["rules"]
+    segment = get_segment_by_name(session, definition["segment"])
+    if segment is None:
+        raise UnknownSegment(f"the campaign's segment {definition['segment']!r} no longer exists")
+    return segment.rules
+
+
+def start_run(session: Session, campaign_id: int) -> Run:
+    """A new run of the campaign with its audience rules and content versions frozen."""
+    campaign = get_campaign(session, campaign_id)
+    active = session.scalar(select(Run).where(Run.campaign_id == campaign_id, Run.state.in_(ACTIVE_STATES)).limit(1))
+    if active is not None:
+        raise RunError(
+            f"campaign {campaign_id} already has run {active.id}, which is {active.state}: resume or cancel it"
+        )
+    run = Run(
+        campaign_id=campaign_id,
+        state="planning",
+        rules=audience_rules(session, campaign.definition),
+        content=frozen_content(session, campaign.definition["layout"]),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def plan_run(session_factory, run_id: int, *, half_life_days: float, now: datetime | None = None, progress=None) -> int:
+    """Write the run's ledger rows page by page (resuming where a crash stopped); how many rows."""
+    now = now or utcnow()
+    with session_factory() as session:
+        run = session.get(Run, run_id)
+        definition = run.campaign.definition
+        dialect = session.get_bind().dialect.name
+        audience = compile_rules(run.rules, dialect_name=dialect, now=now, half_life_days=half_life_days)
+        audience = audience & (Contact.status != "deleted")
+        cap = definition.get("frequency_cap")
+        cap = ledger.FrequencyCap(cap["max"], cap["days"]) if cap else None
+        after = ledger.last_planned(session, run_id)
+        while run.state == "planning":
+            last = ledger.plan_page(session, run_id, audience, after=after, page_size=PLAN_PAGE, cap=cap, now=now)
+            if last is None:
+                run.state, run.planned_at = "sending", utcnow()
+            session.commit()
+            if progress and last is not None:
+                progress(last)
+            after = last
+        return ledger.counts(session, run_id)["total"]
+
+
+def claim_ownership(session: Session, run: Run) -> None:
+    """Record this process as the one driving the run."""
+    run.owner = f"{socket.gethostname()}:{os.getpid()}"
+    run.heartbeat_at = utcnow()
+
+
+def owner_alive(run: Run) -> bool:
+    """Whether the process recorded as driving the run is still running (on this host)."""
+    if not run.owner:
+        return False
+    host, _, pid = run.owner.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine's process: assume it lives; its lease is its heartbeat
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pause(session: Session, campaign_id: int) -> Run:
+    """Stop handing out batches; messages already claimed finish, the rest stay pending."""
+    run = _active(session, campaign_id)
+    if run.state != "sending":
+        raise RunError(f"run {run.id} is {run.state}, not sending: nothing to pause")
+    run.state, run.note = "paused", "paused by request"
+    return run
+
+
+def prepare_resume(session: Session, campaign_id: int) -> tuple[Run, int]:
+    """Make a paused or crashed run sendable again; (run, rows whose fate became unknown)."""
+    run = _active(session, campaign_id)
+    if run.state in ("sending", "planning") and owner_alive(run) and run.owner != _me():
+        raise RunError(f"run {run.id} is {run.state} in process {run.owner}: it is still running")
+    unknown = ledger.mark_unknown(session, run.id)
+    if run.state == "paused":
+        run.state = "sending" if run.planned_at else "planning"
+    run.note = f"resumed; {unknown} message(s) in flight at the stop are now unknown" if unknown else "resumed"
+    claim_ownership(session, run)
+    return run, unknown
+
+
+def cancel(session: Session, campaign_id: int) -> tuple[Run, int]:
+    """End the run: rows not yet sent are skipped; (run, how many were skipped)."""
+    run = _active(session, campaign_id)
+    # A driver still running notices within one claim; the rows it holds finish normally.
+    run.state, run.finished_at, run.note = "cancelled", utcnow(), "cancelled by request"
+    return run, ledger.skip_pending(session, run.id, "run cancelled")
+
+
+def resend_unknown(session: Session, campaign_id: int) -> tuple[Run, int]:
+    """Send again, on purpose, the messages whose fate is unknown; (run, how many)."""
+    run = latest_run(session, campaign_id)
+    if run is None:
+        raise RunError(f"campaign {campaign_id} has never been sent")
+    if run.state in ("sending", "planning") and owner_alive(run) and run.owner != _me():
+        raise RunError(f"run {run.id} is still {run.state}; pause it first")
+    count = ledger.requeue_unknown(session, run.id)
+    if count:
+        run.state, run.finished_at, run.note = "sending", None, f"resending {count} message(s) of unknown fate"
+        claim_ownership(session, run)
+    return run, count
+
+
+def finish_if_done(session: Session, run: Run) -> bool:
+    """Mark the run finished when no row is pending or sending."""
+    if run.state == "sending" and not ledger.in_flight(session, run.id):
+        run.state, run.finished_at = "finished", utcnow()
+        return True
+    return run.state == "finished"
+
+
+def status(session: Session, campaign_id: int) -> dict[str, Any]:
+    """The latest run's state and its ledger counts by status."""
+    run = latest_run(session, campaign_id)
+    if run is None:
+        return {"campaign": campaign_id, "run": None, "state": "draft", **ledger.counts(session, 0)}
+    return {
+        "campaign": campaign_id,
+        "run": run.id,
+        "state": run.state,
+        "note": run.note,
+        **ledger.counts(session, run.id),
+    }
+
+
+def _active(session: Session, campaign_id: int) -> Run:
+    run = latest_run(session, campaign_id)
+    if run is None or run.state not in ACTIVE_STATES:
+        state = f"its last run {run.id} is {run.state}" if run else "it has never been sent"
+        raise RunError(f"campaign {campaign_id} has no run in progress: {state}")
+    return run
+
+
+def _me() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,255 @@
+"""A campaign end to end over a real SMTP server: the right email to each person, exactly once."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+
+from campaigns.executors import execute_run
+from campaigns.runs import start_run, status
+from content.models import Block, BlockVersion
+from delivery.models import Delivery
+from segments.suppressions import suppress
+from tests.campaigns.conftest import (
+    BASE_URL,
+    TOPICS,
+    add_campaign,
+    add_contacts,
+    parse,
+    parts,
+    worker_config,
+)
+
+PEOPLE = [
+    {"email": "ana@example.com", "first_name": "Ana", "locale": "es-MX", "interests": {"pizza": 5}},
+    {"email": "bob@example.com", "first_name": "Bob", "locale": "en", "interests": {"pasta": 4}},
+    {"email": "chloe@example.com", "first_name": "Chloé", "locale": "fr", "interests": {"pizza": 1, "pasta": 2}},
+    {"email": "eve@example.com", "first_name": "Eve\r\nBcc: victim@example.org", "locale": "en"},
+    {"email": "jose@example.com", "first_name": "José", "last_name": "Müller-Ñúñez", "locale": "es"},
+]
+
+
+def send(engine, tmp_path, campaign_id, delivery_url, session):
+    run = start_run(session, campaign_id)
+    session.commit()
+    stats = execute_run(worker_config(engine, tmp_path, delivery_url), run.id)
+    session.expire_all()  # the run was sent through connections of its own
+    return run, stats
+
+
+def by_recipient(server) -> dict[str, list]:
+    received: dict[str, list] = {}
+    for envelope in server.messages:
+        for rcpt in envelope.rcpt_tos:
+            received.setdefault(rcpt, []).append(parse(envelope.content))
+    return received
+
+
+def block_keys(session, run_id) -> dict[str, set[str]]:
+    keys = dict(
+        session.execute(select(BlockVersion.id, Block.key).join(Block, Block.id == BlockVersion.block_id)).all()
+    )
+    rows = session.execute(select(Delivery.email, Delivery.blocks).where(Delivery.run_id == run_id)).all()
+    return {address: {keys[b] for b in blocks or ()} for address, blocks in rows}
+
+
+def test_every_recipient_gets_their_own_email_over_smtp(session, engine, tmp_path, pack, smtp_server):
+    add_contacts(session, [dict(p) for p in PEOPLE])
+    campaign = add_campaign(session)
+    run, _ = send(engine, tmp_path, campaign.id, smtp_server.url, session)
+
+    assert status(session, campaign.id) | {"note": None} == {
+        "campaign": campaign.id,
+        "run": run.id,
+        "state": "finished",
+        "note": None,
+        "total": 5,
+        "pending": 0,
+        "sending": 0,
+        "sent": 5,
+        "failed": 0,
+        "skipped": 0,
+        "unknown": 0,
+    }
+    received = by_recipient(smtp_server)
+    assert sorted(received) == sorted(p["email"] for p in PEOPLE)
+    assert all(len(messages) == 1 for messages in received.values())
+    shown = block_keys(session, run.id)
+    for person in PEOPLE:
+        (message,) = received[person["email"]]
+        text, html = parts(message)
+        first = person["first_name"].replace("\r\n", " ")
+        assert message["To"].addresses[0].addr_spec == person["email"]
+        assert first.split(" ")[0] in message["To"].addresses[0].display_name
+        # Greeted by first name in both parts, in their language (es-MX falls back to es; fr to en).
+        spanish = person["locale"].startswith("es")
+        greeting = "Hola" if spanish else "Hi"
+        assert f"{greeting} {first.split(' ')[0]}" in text
+        assert message["Subject"].endswith("esta semana" if spanish else "this week")
+        assert message["Content-Language"] == ("es" if spanish else "en")
+        assert f"({'es' if spanish else 'en'})" in html
+        # Every required header.
+        assert re.fullmatch(r"<[^@>]+@shop\.example\.com>", message["Message-ID"])
+        unsubscribe = message["List-Unsubscribe"]
+        assert unsubscribe.startswith(f"<{BASE_URL}/u/") and "<mailto:unsubscribe@shop.example.com" in unsubscribe
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["Feedback-ID"].endswith(":campaign:patron")
+        assert message.get_all("Bcc") is None
+        # Links are signed tracking links under the base URL; the shop's own URLs are never exposed.
+        links = re.findall(r'href="([^"]+)"', html)
+        assert links and all(link.startswith(BASE_URL) for link in links)
+        assert f"{BASE_URL}/o/" in html
+        # Interests choose the hero: pizza lovers get a pizza block, pasta lovers a pasta block.
+        if person["email"] == "ana@example.com":
+            assert shown[person["email"]] & set(TOPICS["pizza"])
+        if person["email"] == "bob@example.com":
+            assert shown[person["email"]] & set(TOPICS["pasta"])
+
+
+def test_a_second_run_never_repeats_a_block_until_only_defaults_are_left(session, engine, tmp_path, pack, smtp_server):
+    add_contacts(session, [dict(p) for p in PEOPLE[:2]])
+    campaign = add_campaign(session)
+    history: dict[str, set[str]] = {p["email"]: set() for p in PEOPLE[:2]}
+    for week in range(5):
+        run, _ = send(engine, tmp_path, campaign.id, smtp_server.url, session)
+        for address, keys in block_keys(session, run.id).items():
+            fresh = keys - {"this-week", "card"}
+            assert not fresh & history[address], f"week {week}: {address} got {fresh & history[address]} again"
+            history[address] |= keys
+    # Eight blocks per locale, two slots a week: by week five only the slots' defaults are left.
+    assert keys == {"this-week", "card"}
+    received = by_recipient(smtp_server)
+    assert all(len(messages) == 5 for messages in received.values())
+
+
+def test_suppressed_unsubscribed_and_capped_contacts_are_skipped_with_the_reason(
+    session, engine, tmp_path, pack, smtp_server
+):
+    contacts = add_contacts(
+        session,
+        [
+            {"email": "ok@example.com", "first_name": "Ok"},
+            {"email": "gone@example.com", "first_name": "Gone", "status": "unsubscribed"},
+            {"email": "bounced@example.com", "first_name": "Bounced"},
+            {"email": "late@example.com", "first_name": "Late"},
+        ],
+    )
+    suppress(session, "bounced@example.com", "bounced", source="test")
+    session.commit()
+    campaign = add_campaign(session, frequency_cap={"max": 1, "days": 7})
+    run = start_run(session, campaign.id)
+    session.commit()
+    # Suppressed after planning, before sending: the claim re-checks.
+    from campaigns.runs import plan_run
+    from segments.db import make_session_factory
+
+    plan_run(make_session_factory(engine), run.id, half_life_days=30)
+    suppress(session, "late@example.com", "complained", source="test")
+    session.commit()
+    execute_run(worker_config(engine, tmp_path, smtp_server.url), run.id)
+    session.expire_all()
+    reasons = dict(session.execute(select(Delivery.email, Delivery.reason).where(Delivery.status == "skipped")).all())
+    assert reasons == {
+        "gone@example.com": "contact status: unsubscribed",
+        "bounced@example.com": "contact status: bounced",
+        "late@example.com": "contact status: complained",
+    }
+    assert sorted(by_recipient(smtp_server)) == ["ok@example.com"]
+    # The cap: one message in seven days, so the next run skips the one who got one.
+    second, _ = send(engine, tmp_path, campaign.id, smtp_server.url, session)
+    ok = session.scalar(select(Delivery).where(Delivery.run_id == second.id, Delivery.contact_id == contacts[0].id))
+    assert ok.status == "skipped" and ok.reason.startswith("frequency cap")
+
+
+def test_a_sandbox_escape_fails_that_recipient_only(session, engine, tmp_path, smtp_server):
+    from content.packs import import_pack
+    from tests.packs import block, write_pack
+
+    evil = block("evil", interests={"evil": 1.0}, body="<p>{{ ''.__class__.__mro__ }}</p>")
+    fmt = block("fmt", interests={"fmt": 1.0}, body="<p>{{ '{0.__class__}'.format(contact) }}</p>")
+    plain = block("plain", interests={"plain": 1.0})
+    import_pack(session, write_pack(tmp_path / "pack", [evil, fmt, plain], slots=("hero",), layout=_ONE_SLOT))
+    session.commit()
+    add_contacts(
+        session,
+        [
+            {"email": "evil@example.com", "first_name": "E", "interests": {"evil": 9}},
+            {"email": "fmt@example.com", "first_name": "F", "interests": {"fmt": 9}},
+            {"email": "fine@example.com", "first_name": "G", "interests": {"plain": 9}},
+        ],
+    )
+    campaign = add_campaign(session)
+    send(engine, tmp_path, campaign.id, smtp_server.url, session)
+    rows = dict(session.execute(select(Delivery.email, Delivery.status)).all())
+    assert rows == {"evil@example.com": "failed", "fmt@example.com": "failed", "fine@example.com": "sent"}
+    errors = session.scalars(select(Delivery.reason).where(Delivery.status == "failed")).all()
+    assert all("SecurityError" in e and "unsafe" in e for e in errors)
+    assert sorted(by_recipient(smtp_server)) == ["fine@example.com"]
+
+
+_ONE_SLOT = (
+    "<html><body><p>Hi {{ contact.first_name }}</p>{{ slots.hero }}<a href='{{ unsubscribe_url }}'>x</a></body></html>"
+)
+
+
+def test_premailer_runs_once_per_version_used_not_per_recipient(session, engine, tmp_path, pack, monkeypatch):
+    import premailer
+
+    calls = []
+    original = premailer.Premailer.transform
+    monkeypatch.setattr(
+        premailer.Premailer, "transform", lambda self, *a, **k: calls.append(1) or original(self, *a, **k)
+    )
+    add_contacts(
+        session,
+        [
+            {"email": f"p{i}@example.com", "first_name": f"P{i}", "locale": "en", "interests": {"pizza": i}}
+            for i in range(60)
+        ],
+    )
+    campaign = add_campaign(session)
+    run, _ = send(engine, tmp_path, campaign.id, f"outbox://{tmp_path / 'outbox'}", session)
+    versions = {
+        v for blocks in session.scalars(select(Delivery.blocks).where(Delivery.run_id == run.id)) for v in blocks
+    }
+    assert len(calls) == len(versions) + 1  # and one for the layout
+    assert len(list((tmp_path / "outbox" / "new").iterdir())) == 60
+
+
+def test_a_temporary_refusal_is_retried_and_a_permanent_one_fails_that_row_alone(
+    session, engine, tmp_path, pack, smtp_server
+):
+    add_contacts(session, [{"email": f"r{i}@example.com", "first_name": f"R{i}"} for i in range(4)])
+    smtp_server.reply_next("r1@example.com", "451 4.3.0 try again later", times=1)
+    smtp_server.reply_next("r2@example.com", "550 5.1.1 no such user", times=99)
+    campaign = add_campaign(session)
+    run, _ = send(engine, tmp_path, campaign.id, smtp_server.url, session)
+    rows = dict(session.execute(select(Delivery.email, Delivery.status)).all())
+    assert rows == {
+        "r0@example.com": "sent",
+        "r1@example.com": "sent",
+        "r2@example.com": "failed",
+        "r3@example.com": "sent",
+    }
+    reason = session.scalar(select(Delivery.reason).where(Delivery.email == "r2@example.com"))
+    assert "550" in reason
+    assert sorted(by_recipient(smtp_server)) == ["r0@example.com", "r1@example.com", "r3@example.com"]
+
+
+def test_an_unusable_transport_pauses_the_run_and_loses_nothing(session, engine, tmp_path, pack, smtp_server):
+    add_contacts(session, [{"email": f"u{i}@example.com", "first_name": f"U{i}"} for i in range(3)])
+    campaign = add_campaign(session)
+    (tmp_path / "a-file").write_text("not a folder")
+    run, _ = send(engine, tmp_path, campaign.id, f"outbox://{tmp_path / 'a-file' / 'outbox'}", session)
+    current = status(session, campaign.id)
+    assert current["state"] == "paused" and current["pending"] == 3 and current["sent"] == 0
+    assert "cannot deliver through outbox://" in current["note"]
+
+    from campaigns.runs import prepare_resume
+
+    prepare_resume(session, campaign.id)
+    session.commit()
+    execute_run(worker_config(engine, tmp_path, smtp_server.url), run.id)
+    session.expire_all()
+    assert status(session, campaign.id)["sent"] == 3

@@ -1,0 +1,260 @@
+"""``patron campaigns``: create a campaign from YAML, send it, follow it, preview it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from campaigns.definition import CampaignError, load_definition
+from campaigns.executors import WorkerConfig, execute_run
+from campaigns.preview import preview
+from campaigns.runs import cancel, create_campaign, get_campaign, pause, prepare_resume, resend_unknown, start_run
+from campaigns.runs import status as run_status
+from content.rendering import RenderError
+from delivery.tracking import LinkSigner
+from web.db import get_session
+
+workers_option = click.option(
+    "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Local worker processes."
+)
+wait_option = click.option("--wait", is_flag=True, help="Send from this process and show progress until done.")
+
+
+@click.group("campaigns")
+def campaigns_group():
+    """Create, send, pause, resume and preview campaigns."""
+
+
+def worker_config(workers: int = 1) -> WorkerConfig:
+    """The settings a send needs, from the app's configuration."""
+    settings = current_app.config["PATRON_SETTINGS"]
+    return WorkerConfig(
+        database_url=current_app.config["PATRON_DATABASE_URL"],
+        delivery_url=current_app.config.get("PATRON_DELIVERY_URL", settings.delivery_url),
+        secret_key=current_app.config["SECRET_KEY"],
+        base_url=current_app.config["PATRON_BASE_URL"],
+        instance_path=current_app.instance_path,
+        half_life_days=current_app.config["PATRON_INTEREST_HALF_LIFE_DAYS"],
+        workers=workers,
+        dkim_selector=settings.dkim_selector,
+        dkim_domain=settings.dkim_domain,
+        dkim_key_path=str(settings.dkim_key_path) if settings.dkim_key_path else None,
+    )
+
+
+def _fail(exc: Exception):
+    raise click.ClickException(str(exc)) from None
+
+
+@campaigns_group.command("create")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help='Print {"id": N} only.')
+@with_appcontext
+def create_command(path, as_json):
+    """Create a campaign from the YAML file PATH (see docs/campaigns.md)."""
+    session = get_session()
+    try:
+        campaign = create_campaign(session, load_definition(path), str(path))
+    except CampaignError as exc:
+        _fail(exc)
+    session.commit()
+    click.echo(json.dumps({"id": campaign.id}) if as_json else f"created campaign {campaign.id}: {campaign.name}")
+
+
+def follow(run_id: int, workers: int) -> None:
+    """Send the run from this process, with a progress bar on a terminal."""
+    config = worker_config(workers)
+    if sys.stdout.isatty():
+        with click.progressbar(length=1, label=f"run {run_id}", show_pos=True, show_percent=True) as bar:
+
+            def progress(done: int, total: int) -> None:
+                bar.length = max(total, 1)
+                bar.update(done - bar.pos)
+
+            execute_run(config, run_id, progress=progress)
+    else:
+        execute_run(config, run_id)
+
+
+def launch(campaign_id: int, run_id: int, workers: int, wait: bool) -> None:
+    """Send now in the foreground (``--wait``) or in a detached background process."""
+    if wait:
+        follow(run_id, workers)
+        _print_status(campaign_id)
+        return
+    logs = Path(current_app.instance_path) / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"run-{run_id}.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "web.cli", "campaigns", "work", str(run_id), "--workers", str(workers)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    click.echo(f"run {run_id} is sending in the background (process {process.pid}, log {log})")
+    click.echo(f"follow it with: patron campaigns status {campaign_id}")
+
+
+@campaigns_group.command("send")
+@click.argument("campaign_id", type=int)
+@wait_option
+@workers_option
+@with_appcontext
+def send_command(campaign_id, wait, workers):
+    """Start a run of campaign CAMPAIGN_ID."""
+    session = get_session()
+    try:
+        run = start_run(session, campaign_id)
+    except CampaignError as exc:
+        _fail(exc)
+    session.commit()
+    launch(campaign_id, run.id, workers, wait)
+
+
+@campaigns_group.command("work", hidden=True)
+@click.argument("run_id", type=int)
+@workers_option
+@with_appcontext
+def work_command(run_id, workers):
+    """Send run RUN_ID from this process (what `send` starts in the background)."""
+    execute_run(worker_config(workers), run_id)
+
+
+@campaigns_group.command("status")
+@click.argument("campaign_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def status_command(campaign_id, as_json):
+    """The latest run's state and its messages by status."""
+    _print_status(campaign_id, as_json)
+
+
+def _print_status(campaign_id: int, as_json: bool = False) -> None:
+    session = get_session()
+    session.expire_all()  # a send from this process wrote through connections of its own
+    try:
+        get_campaign(session, campaign_id)
+    except CampaignError as exc:
+        _fail(exc)
+    current = run_status(session, campaign_id)
+    session.rollback()
+    if as_json:
+        click.echo(json.dumps(current))
+        return
+    counts = ", ".join(f"{current[k]:,} {k}" for k in ("sent", "pending", "sending", "failed", "skipped", "unknown"))
+    run = f"run {current['run']}" if current["run"] else "no run yet"
+    click.echo(f"campaign {campaign_id}, {run}: {current['state']} — {current['total']:,} recipients: {counts}")
+    if current.get("note"):
+        click.echo(f"note: {current['note']}")
+
+
+@campaigns_group.command("pause")
+@click.argument("campaign_id", type=int)
+@with_appcontext
+def pause_command(campaign_id):
+    """Pause the running send; nothing pending is lost."""
+    session = get_session()
+    try:
+        run = pause(session, campaign_id)
+    except CampaignError as exc:
+        _fail(exc)
+    session.commit()
+    click.echo(f"run {run.id} paused; `patron campaigns resume {campaign_id}` carries on")
+
+
+@campaigns_group.command("resume")
+@click.argument("campaign_id", type=int)
+@wait_option
+@workers_option
+@with_appcontext
+def resume_command(campaign_id, wait, workers):
+    """Carry on a paused or interrupted run; messages of unknown fate are not resent."""
+    session = get_session()
+    try:
+        run, unknown = prepare_resume(session, campaign_id)
+    except CampaignError as exc:
+        _fail(exc)
+    session.commit()
+    if unknown:
+        click.echo(
+            f"{unknown} message(s) were in flight when the run stopped and are now 'unknown'; "
+            f"`patron campaigns resend-unknown {campaign_id}` sends them again on purpose"
+        )
+    launch(campaign_id, run.id, workers, wait)
+
+
+@campaigns_group.command("cancel")
+@click.argument("campaign_id", type=int)
+@with_appcontext
+def cancel_command(campaign_id):
+    """Cancel the run: messages not yet sent are skipped."""
+    session = get_session()
+    try:
+        run, skipped = cancel(session, campaign_id)
+    except CampaignError as exc:
+        _fail(exc)
+    session.commit()
+    click.echo(f"run {run.id} cancelled; {skipped:,} message(s) not sent")
+
+
+@campaigns_group.command("resend-unknown")
+@click.argument("campaign_id", type=int)
+@wait_option
+@workers_option
+@with_appcontext
+def resend_unknown_command(campaign_id, wait, workers):
+    """Send again, on purpose, the messages whose delivery is unknown after a crash."""
+    session = get_session()
+    try:
+        run, count = resend_unknown(session, campaign_id)
+    except CampaignError as exc:
+        _fail(exc)
+    session.commit()
+    if not count:
+        click.echo(f"run {run.id} has no messages of unknown fate")
+        return
+    click.echo(f"resending {count} message(s) of run {run.id}")
+    launch(campaign_id, run.id, workers, wait)
+
+
+@campaigns_group.command("preview")
+@click.argument("campaign_id", type=int)
+@click.option("--contact", "email", required=True, help="The contact's email address.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the HTML here.")
+@with_appcontext
+def preview_command(campaign_id, email, html_path):
+    """Render one contact's email and say why each block was chosen."""
+    session = get_session()
+    signer = LinkSigner(current_app.config["SECRET_KEY"], current_app.config["PATRON_BASE_URL"])
+    try:
+        result = preview(
+            session,
+            campaign_id,
+            email,
+            signer=signer,
+            half_life_days=current_app.config["PATRON_INTEREST_HALF_LIFE_DAYS"],
+        )
+    except (CampaignError, RenderError) as exc:
+        _fail(exc)
+    session.rollback()
+    rendered = result.rendered
+    audience = "in the audience" if result.in_audience else "NOT in the campaign's audience"
+    click.echo(f"to: {result.email} ({audience}{'; would be skipped: ' + result.skip if result.skip else ''})")
+    click.echo(f"subject: {rendered.subject}")
+    click.echo(f"language: {rendered.language}")
+    click.echo("blocks:")
+    for choice in rendered.choices.values():
+        click.echo(f"  {choice.explain()}")
+    click.echo("")
+    click.echo(rendered.text)
+    if html_path:
+        html_path.write_text(rendered.html, encoding="utf-8")
+        click.echo(f"HTML written to {html_path}")
