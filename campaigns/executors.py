@@ -119,12 +119,17 @@ def configure_worker(config: WorkerConfig, parent_pid: int | None = None) -> Non
 
 def send_batch_task(run_id: int, first: int, last: int) -> dict:
     """The batch task: ids in, plain counts and timings out."""
+    inlined_before = _worker.inliner.calls
     stats = _worker.send_batch(run_id, first, last)
-    return {"seconds": dict(stats.seconds), "outcomes": dict(stats.outcomes)}
+    return {
+        "seconds": dict(stats.seconds),
+        "outcomes": dict(stats.outcomes),
+        "premailer_calls": _worker.inliner.calls - inlined_before,
+    }
 
 
 def _merge(stats: Stats, result: dict) -> int:
-    stats.add(Stats(seconds=result["seconds"], outcomes=result["outcomes"]))
+    stats.add(Stats(seconds=result["seconds"], outcomes=result["outcomes"], premailer_calls=result["premailer_calls"]))
     return sum(result["outcomes"].values())
 
 

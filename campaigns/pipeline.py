@@ -80,12 +80,14 @@ class Rendered:
 
 @dataclass
 class Stats:
-    """Seconds per stage and messages per outcome, summed over batches."""
+    """Seconds per stage, messages per outcome and CSS inlinings, summed over batches."""
 
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    premailer_calls: int = 0
 
     def add(self, other: Stats) -> None:
+        self.premailer_calls += other.premailer_calls
         for stage, value in other.seconds.items():
             self.seconds[stage] += value
         for status, value in other.outcomes.items():

@@ -209,7 +209,8 @@ def test_premailer_runs_once_per_version_used_not_per_recipient(session, engine,
         ],
     )
     campaign = add_campaign(session)
-    run, _ = send(engine, tmp_path, campaign.id, f"outbox://{tmp_path / 'outbox'}", session)
+    run, stats = send(engine, tmp_path, campaign.id, f"outbox://{tmp_path / 'outbox'}", session)
+    assert stats.premailer_calls == len(calls)
     versions = {
         v for blocks in session.scalars(select(Delivery.blocks).where(Delivery.run_id == run.id)) for v in blocks
     }
