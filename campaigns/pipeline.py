@@ -32,7 +32,7 @@ from content.rendering import (
     compile_part,
     compile_text,
     render,
-    render_markup,
+    render_part,
 )
 from content.selection import Candidate, Choice, Recipient, Selector, SlotSpec, locale_chain, normalize_locale
 from delivery import ledger
@@ -76,6 +76,7 @@ class Rendered:
     text: str
     language: str
     choices: dict[str, Choice]
+    unsubscribe_url: str
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Assembly:
         run_id = self.run_id = run.id
         self.campaign_id = run.campaign_id
         self.definition = session.get(Campaign, run.campaign_id).definition
+        self.campaign = {"name": self.definition["name"]}
         self.signer, self.inliner, self.half_life_days, self.sign = signer, inliner, half_life_days, sign
         self.now = now or utcnow()
         layout = session.get(LayoutVersion, run.content["layout_version"])
@@ -198,11 +200,12 @@ class Assembly:
     def render(self, delivery_id: int, profile: Profile, choices: dict[str, Choice]) -> Rendered:
         """The recipient's subject, HTML and text; RenderError if any template fails."""
         chain = locale_chain(profile.recipient.locale, self.default_locale)
+        unsubscribe_url = self.signer.unsubscribe_url(delivery_id)
         context = {
             "contact": profile.contact,
             "strings": self.strings(chain),
-            "campaign": {"name": self.definition["name"]},
-            "unsubscribe_url": self.signer.unsubscribe_url(delivery_id),
+            "campaign": self.campaign,
+            "unsubscribe_url": unsubscribe_url,
             "link": partial(self.signer.click_url, delivery_id),
             "track_url": partial(self._track_url, delivery_id),
         }
@@ -214,20 +217,18 @@ class Assembly:
             if choice.candidate is None:
                 html_slots[slot], text_slots[slot] = Markup(""), ""
                 continue
-            part = self.block(choice.candidate.version_id)
-            html_slots[slot] = render_markup(part.html, context, budget)
-            text_slots[slot] = render(part.text, context, budget).strip()
+            html_slots[slot], text = render_part(self.block(choice.candidate.version_id), context, budget)
+            text_slots[slot] = text.strip()
             if choice.locale not in locales:
                 locales.append(choice.locale)
         context["subject"] = subject = _one_line(render(_for_chain(self.subjects, chain), context, budget))
         preheader = _for_chain(self.preheaders, chain)
         context["preheader"] = _one_line(render(preheader, context, budget)) if preheader else ""
-        layout = self.layout()
-        html = render(layout.html, {**context, "slots": html_slots}, budget)
-        text = render(layout.text, {**context, "slots": text_slots}, budget)
+        context["slots"], context["text_slots"] = html_slots, text_slots
+        html, text = render_part(self.layout(), context, budget)
         html = _with_pixel(html, self.signer.open_url(delivery_id))
         language = ", ".join(locales) or chain[0]
-        return Rendered(subject=subject, html=html, text=text, language=language, choices=choices)
+        return Rendered(subject, html, text, language, choices, unsubscribe_url)
 
     def build(self, delivery_id: int, profile: Profile, rendered: Rendered) -> tuple[bytes, str]:
         """The MIME bytes (DKIM-signed when a key is set) and their Message-ID."""
@@ -241,7 +242,7 @@ class Assembly:
             text=rendered.text,
             message_id=message_id,
             language=rendered.language,
-            unsubscribe_url=self.signer.unsubscribe_url(delivery_id),
+            unsubscribe_url=rendered.unsubscribe_url,
         )
         return (self.sign(message) if self.sign else message), message_id
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from content.rendering import Budget, Inliner, RenderError, compile_part, render
+from content.rendering import Budget, Inliner, RenderError, compile_part, render, render_part
 
 CSS = "p { color: #333; } .button { background: #b3261e; }"
 CONTEXT = {
@@ -22,7 +22,7 @@ def compiled(html: str, text: str | None = None):
 
 
 def rendered(html: str, **context) -> str:
-    return render(compiled(html).html, {**CONTEXT, **context}, Budget())
+    return render_part(compiled(html), {**CONTEXT, **context}, Budget())[0]
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_output_cap_and_time_budget_fail_the_recipient():
         rendered("{% for i in range(90000) %}<p>{{ 'x' * 100 }}</p>{% endfor %}")
     slow = "{% for i in range(99999) %}{% for j in range(99999) %}{{ '' }}{% endfor %}{% endfor %}"
     with pytest.raises(RenderError, match="longer than"):
-        render(compiled(slow).html, CONTEXT, Budget(seconds=0.2))
+        render_part(compiled(slow), CONTEXT, Budget(seconds=0.2))
 
 
 def test_links_become_signed_tracking_calls_and_unsubscribe_is_left_alone():
@@ -68,7 +68,7 @@ def test_links_become_signed_tracking_calls_and_unsubscribe_is_left_alone():
         ' <a href="https://shop.example.com/c/{{ contact.first_name }}">me</a></p>'
     )
     assert part.links == ("https://shop.example.com/a?x=1&y=2",)
-    html = render(part.html, CONTEXT, Budget())
+    html, _ = render_part(part, CONTEXT, Budget())
     assert 'href="https://patron.example/r/1/7/sig"' in html
     assert 'href="mailto:hi@shop.example.com"' in html
     assert 'href="https://patron.example/u/1/sig"' in html
@@ -78,9 +78,8 @@ def test_links_become_signed_tracking_calls_and_unsubscribe_is_left_alone():
 
 def test_css_is_inlined_and_the_text_part_is_derived_from_the_html():
     part = compiled('<h2>Pizza</h2><p>Two for one <a class="button" href="https://shop.example.com/p">Order</a></p>')
-    html = render(part.html, CONTEXT, Budget())
+    html, text = render_part(part, CONTEXT, Budget())
     assert 'style="color:#333"' in html and "background:#b3261e" in html
-    text = render(part.text, CONTEXT, Budget())
     assert text.startswith("Pizza\n\nTwo for one Order <https://patron.example/r/1/7/sig>")
 
 
@@ -103,7 +102,7 @@ def test_links_in_a_hand_written_text_part_are_tracked_too():
     inlined = Inliner().inline("v1", '<p><a href="https://shop.example.com/a">A</a></p>', CSS, fragment=True)
     text = "Order: https://shop.example.com/b.\nAgain: https://shop.example.com/a\nStop: {{ unsubscribe_url }}\n"
     part = compile_part(inlined, text, fragment=True, register_links=lambda urls: [7 + i for i in range(len(urls))])
-    rendered_text = render(part.text, CONTEXT, Budget())
+    _, rendered_text = render_part(part, CONTEXT, Budget())
     assert "shop.example.com" not in rendered_text
     assert "Order: https://patron.example/r/1/7/sig." in rendered_text  # the full stop is not part of the URL
     assert "Again: https://patron.example/r/1/8/sig" in rendered_text
