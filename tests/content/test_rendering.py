@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from content.rendering import Budget, Inliner, RenderError, compile_part, render, render_part
+from content.rendering import Budget, Inliner, RenderError, compile_part, render_part
 
 CSS = "p { color: #333; } .button { background: #b3261e; }"
 CONTEXT = {
