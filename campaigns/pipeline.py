@@ -469,6 +469,7 @@ def _candidate(version: BlockVersion, key: str, locale: str) -> Candidate:
         tags=frozenset(version.tags or ()),
         sensitive=version.sensitive,
         is_default=version.is_default,
+        version=version.version,
     )
 
 

@@ -53,6 +53,7 @@ class Candidate:
     tags: frozenset[str] = frozenset()
     sensitive: bool = False
     is_default: bool = False
+    version: int = 1  # the block's version number, as marketers see it (v1, v2, …)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +96,7 @@ class Choice:
             return f"{self.slot}: (empty) — {self.reason}"
         parts = [f"{tag} {_weight(w)}×{value:.2f}" for tag, w, value in self.terms]
         parts.append(f"priority {c.priority:.2f}")
-        head = f"{self.slot}: {c.key} v{c.version_id} ({self.locale}) score {self.score:.2f}"
+        head = f"{self.slot}: {c.key} v{c.version} ({self.locale}) score {self.score:.2f}"
         return f"{head} = {' + '.join(parts)} — {self.reason}"
 
 

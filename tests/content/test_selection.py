@@ -374,10 +374,10 @@ def test_the_slot_filters_narrow_the_blocks():
 
 
 def test_explain_shows_the_arithmetic():
-    pizza = Candidate(12, 3, "pizza-night", "es", frozenset({"hero"}), (("pizza", 1.0), ("family", 0.4)))
+    pizza = Candidate(12, 3, "pizza-night", "es", frozenset({"hero"}), (("pizza", 1.0), ("family", 0.4)), version=2)
     choice = choose(HERO, [pizza], Recipient("es-MX", {"pizza": 3.2, "family": 0.9}))["hero"]
     assert choice.score == score(pizza, {"pizza": 3.2, "family": 0.9})
     assert choice.explain() == (
-        "hero: pizza-night v12 (es) score 3.56 = family 0.4×0.90 + pizza 1.0×3.20 + priority 0.00 — best match"
+        "hero: pizza-night v2 (es) score 3.56 = family 0.4×0.90 + pizza 1.0×3.20 + priority 0.00 — best match"
     )
     assert choose(HERO, [], Recipient("es", {}))["hero"].explain() == "hero: (empty) — empty: no eligible block"
