@@ -19,8 +19,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from campaigns import runs
+from campaigns.batches import pause_run, send_batch
 from campaigns.models import Run
-from campaigns.pipeline import Assembly, Stats, pause_run, send_batch
+from campaigns.pipeline import Assembly, Stats
 from content.rendering import Inliner
 from delivery import ledger
 from delivery.tracking import LinkSigner
@@ -29,6 +30,9 @@ from delivery.transports.base import DeliveryError
 from segments.db import make_engine, make_session_factory
 
 BATCH_SIZE = 500  # ledger rows per task
+# A sender reads a few pages per batch, never scans: a small SQLite page cache
+# keeps its memory flat however big the audience (32 MB per connection is for imports).
+SEND_CACHE_KIB = 4_000
 RETRY_PASSES = 5  # passes over rows a server refused for now, before the run pauses
 
 
@@ -51,10 +55,11 @@ class WorkerConfig:
 class Worker:
     """One process's database, transport and compiled runs."""
 
-    def __init__(self, config: WorkerConfig, parent_pid: int | None = None):
+    def __init__(self, config: WorkerConfig, parent_pid: int | None = None, engine=None):
         self.config = config
         self.parent_pid = parent_pid
-        self.engine = make_engine(config.database_url)
+        self._own_engine = engine is None
+        self.engine = engine or make_engine(config.database_url, sqlite_cache_kib=SEND_CACHE_KIB)
         self.sessions = make_session_factory(self.engine)
         self.signer = LinkSigner(config.secret_key, config.base_url)
         self.inliner = Inliner()
@@ -105,16 +110,17 @@ class Worker:
         if self._transport is not None:
             self._transport.close()
         self._assembly_session.close()
-        self.engine.dispose()
+        if self._own_engine:
+            self.engine.dispose()
 
 
 _worker: Worker | None = None
 
 
-def configure_worker(config: WorkerConfig, parent_pid: int | None = None) -> None:
+def configure_worker(config: WorkerConfig, parent_pid: int | None = None, engine=None) -> None:
     """Set up this process as a worker (a pool's initializer; a Celery worker's start-up hook)."""
     global _worker
-    _worker = Worker(config, parent_pid)
+    _worker = Worker(config, parent_pid, engine)
 
 
 def send_batch_task(run_id: int, first: int, last: int) -> dict:
@@ -141,7 +147,7 @@ def execute_run(
     batch_size: int = BATCH_SIZE,
 ) -> Stats:
     """Plan (if needed) and send the run with ``config.workers`` local workers; the summed stats."""
-    engine = make_engine(config.database_url)
+    engine = make_engine(config.database_url, sqlite_cache_kib=SEND_CACHE_KIB)
     sessions = make_session_factory(engine)
     stats = Stats()
     try:
@@ -157,7 +163,7 @@ def execute_run(
             done = total["total"] - total["pending"]
         if progress:
             progress(done, total["total"])
-        pool = _LocalPool(config)
+        pool = _LocalPool(config, engine)
         try:
             for _ in range(RETRY_PASSES):
                 with sessions() as session:
@@ -184,7 +190,7 @@ def execute_run(
 class _LocalPool:
     """Batches in this process (one worker) or in a pool of worker processes."""
 
-    def __init__(self, config: WorkerConfig):
+    def __init__(self, config: WorkerConfig, engine):
         self.config = config
         self.executor = None
         if config.workers > 1:
@@ -195,7 +201,7 @@ class _LocalPool:
                 initargs=(config, os.getpid()),
             )
         else:
-            configure_worker(config)
+            configure_worker(config, engine=engine)  # one process: one engine, one set of connections
 
     def run(self, run_id: int, ranges: list[tuple[int, int]]):
         """Each batch's result as it completes, with a bounded number in flight."""

@@ -1,16 +1,15 @@
-"""Assembly: for each claimed recipient, select blocks, render, build the message, send it.
+"""Assembly: for each claimed recipient, select blocks, render, and build the message.
 
 An ``Assembly`` is one worker's view of one run: the run's frozen layout and
 block versions, compiled on first use (premailer once per version), a
 ``Selector`` built once, and the message headers encoded once. Per recipient
-it does only what differs: choose blocks, render templates, build bytes, send.
-A recipient whose email cannot be rendered or is refused fails alone.
+it does only what differs: choose blocks, render templates, build bytes.
+A recipient whose email cannot be rendered fails alone; ``campaigns.batches``
+claims the rows, sends what this builds and records the outcomes.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,34 +27,23 @@ from content.rendering import (
     Budget,
     CompiledPart,
     Inliner,
-    RenderError,
     compile_part,
     compile_text,
     render,
+    render_context,
     render_part,
 )
 from content.selection import Candidate, Choice, Recipient, Selector, SlotSpec, locale_chain, normalize_locale
 from delivery import ledger
-from delivery.message import Address, HeaderError, MessageTemplate, new_message_id, sending_domain
+from delivery.message import Address, MessageTemplate, new_message_id, sending_domain
 from delivery.models import Delivery, ShownBlock
 from delivery.tracking import LinkSigner, register_links
-from delivery.transports.base import DeliveryError, PermanentError, TransientError, deliver
 from segments.db import utcnow
 from segments.interests import decayed_score
 from segments.models import Consent, Contact, Interest, Suppression
 
-CLAIM_SIZE = 100  # rows claimed (and at risk of "unknown" after a crash) at once per worker
-PAUSE_AFTER_TRANSIENT = 5  # consecutive temporary failures that pause the run: the server is unwell
 PROFILING = "profiling"
 STAGES = ("segment", "select", "render", "build", "send", "db")
-
-
-class TransportDown(Exception):
-    """The transport cannot send anything: the run pauses until someone fixes it."""
-
-    def __init__(self, outcome):
-        super().__init__(outcome.reason)
-        self.outcome = outcome
 
 
 @dataclass
@@ -201,14 +189,14 @@ class Assembly:
         """The recipient's subject, HTML and text; RenderError if any template fails."""
         chain = locale_chain(profile.recipient.locale, self.default_locale)
         unsubscribe_url = self.signer.unsubscribe_url(delivery_id)
-        context = {
-            "contact": profile.contact,
-            "strings": self.strings(chain),
-            "campaign": self.campaign,
-            "unsubscribe_url": unsubscribe_url,
-            "link": partial(self.signer.click_url, delivery_id),
-            "track_url": partial(self._track_url, delivery_id),
-        }
+        context = render_context(
+            contact=profile.contact,
+            strings=self.strings(chain),
+            campaign=self.campaign,
+            unsubscribe_url=unsubscribe_url,
+            link=partial(self.signer.click_url, delivery_id),
+            track_url=partial(self._track_url, delivery_id),
+        )
         budget = Budget()
         html_slots: dict[str, Markup] = {}
         text_slots: dict[str, str] = {}
@@ -251,128 +239,6 @@ class Assembly:
             return url
         (link_id,) = self._register([url])
         return self.signer.click_url(delivery_id, link_id)
-
-
-def send_batch(
-    assembly: Assembly,
-    session_factory,
-    transport,
-    first: int,
-    last: int,
-    *,
-    parent_pid: int | None = None,
-    sleep=time.sleep,
-) -> Stats:
-    """Claim, assemble and send the run's pending rows between ledger ids ``first`` and ``last``."""
-    stats = Stats()
-    seconds = stats.seconds
-    transient_streak = 0
-    while True:
-        started = time.perf_counter()
-        with session_factory() as session:
-            run = session.get(Run, assembly.run_id)
-            if run.state != "sending":
-                break
-            now = utcnow()
-            claimed = ledger.claim(session, assembly.run_id, first, last, CLAIM_SIZE, now)
-            session.commit()
-            if not claimed:
-                break
-            profiles = load_profiles(session, [contact for _, contact in claimed], assembly, now)
-        seconds["db"] += time.perf_counter() - started
-        outcomes: list[ledger.Outcome] = []
-        orphaned = False
-        for delivery_id, contact_id in claimed:
-            if parent_pid is not None and os.getppid() != parent_pid:
-                orphaned = True  # whoever ran us is gone: stop; the rest become "unknown"
-                break
-            try:
-                outcome = _one(assembly, transport, delivery_id, contact_id, profiles[contact_id], seconds, sleep)
-            except TransportDown as down:
-                outcome, transient_streak = down.outcome, PAUSE_AFTER_TRANSIENT - 1
-            transient_streak = transient_streak + 1 if outcome.status == "pending" else 0
-            outcomes.append(outcome)
-            stats.outcomes[outcome.status] += 1
-            if transient_streak >= PAUSE_AFTER_TRANSIENT:
-                break
-        started = time.perf_counter()
-        with session_factory() as session:
-            ledger.record(session, outcomes)
-            if transient_streak >= PAUSE_AFTER_TRANSIENT:
-                # The server keeps refusing for now: hand back what was not tried and pause the run.
-                tried = {o.delivery_id for o in outcomes}
-                ledger.record(
-                    session,
-                    [ledger.Outcome(d, "pending", "not tried: run paused") for d, _ in claimed if d not in tried],
-                )
-                _pause(session, assembly.run_id, outcomes[-1].reason)
-            session.execute(
-                Run.__table__.update().where(Run.__table__.c.id == assembly.run_id).values(heartbeat_at=utcnow())
-            )
-            session.commit()
-        seconds["db"] += time.perf_counter() - started
-        if orphaned or transient_streak >= PAUSE_AFTER_TRANSIENT:
-            break
-    return stats
-
-
-def pause_run(session_factory, run_id: int, reason: str) -> None:
-    """Pause a run that cannot go on for now, saying why (shown by ``patron campaigns status``)."""
-    with session_factory() as session:
-        _pause(session, run_id, reason)
-        session.commit()
-
-
-def _pause(session: Session, run_id: int, reason: str) -> None:
-    run = session.get(Run, run_id)
-    if run.state == "sending":
-        run.state, run.note = "paused", f"paused: {reason}"
-
-
-def _one(assembly, transport, delivery_id, contact_id, profile, seconds, sleep) -> ledger.Outcome:
-    """Assemble and send one recipient; the ledger outcome, whatever happens."""
-    if profile is None or profile.skip:
-        if profile is None:
-            return ledger.Outcome(delivery_id, "skipped", "contact no longer exists")
-        return ledger.Outcome(delivery_id, "skipped", profile.skip, email=profile.contact["email"])
-    email = profile.contact["email"]
-    try:
-        t0 = time.perf_counter()
-        choices = assembly.choose(profile)
-        t1 = time.perf_counter()
-        rendered = assembly.render(delivery_id, profile, choices)
-        t2 = time.perf_counter()
-        message, message_id = assembly.build(delivery_id, profile, rendered)
-        t3 = time.perf_counter()
-        seconds["select"] += t1 - t0
-        seconds["render"] += t2 - t1
-        seconds["build"] += t3 - t2
-    except (RenderError, HeaderError) as exc:
-        return ledger.Outcome(delivery_id, "failed", f"{type(exc).__name__}: {exc}", email=email)
-    t3 = time.perf_counter()
-    try:
-        deliver(transport, assembly.sender, email, message, sleep=sleep)
-    except PermanentError as exc:
-        return ledger.Outcome(delivery_id, "failed", f"refused: {exc}", email=email)
-    except TransientError as exc:
-        return ledger.Outcome(delivery_id, "pending", f"temporary failure, will retry: {exc}", email=email)
-    except DeliveryError as exc:
-        # The transport itself is unusable (a rejected login, a TLS failure, an unwritable outbox).
-        raise TransportDown(ledger.Outcome(delivery_id, "pending", f"transport unusable: {exc}", email=email)) from exc
-    finally:
-        seconds["send"] += time.perf_counter() - t3
-    chosen = [c.candidate for c in rendered.choices.values() if c.candidate is not None]
-    return ledger.Outcome(
-        delivery_id,
-        "sent",
-        email=email,
-        message_id=message_id,
-        locale=rendered.language,
-        blocks=[c.version_id for c in chosen],
-        block_ids=[c.block_id for c in chosen],
-        contact_id=contact_id,
-        sent_at=utcnow(),
-    )
 
 
 def load_profiles(session: Session, contact_ids: list[int], assembly: Assembly, now: datetime) -> dict[int, Profile]:

@@ -27,14 +27,15 @@ class LinkSigner:
     """Builds and checks the signed URLs of one deployment (its base URL and secret)."""
 
     def __init__(self, secret: str, base_url: str):
-        self._mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+        # BLAKE2b in keyed mode is a MAC in one call, several times cheaper than
+        # HMAC-SHA256, and every message carries about ten signed links.
+        self._key = hashlib.blake2b(secret.encode(), person=b"patron-links").digest()
         self.base_url = base_url.rstrip("/")
 
     def sign(self, *parts: object) -> str:
         """The signature of ``parts``: short, URL-safe, unforgeable without the secret."""
-        mac = self._mac.copy()
-        mac.update(".".join(map(str, parts)).encode())
-        return base64.urlsafe_b64encode(mac.digest()[:_SIGNATURE_BYTES]).decode().rstrip("=")
+        mac = hashlib.blake2b(".".join(map(str, parts)).encode(), key=self._key, digest_size=_SIGNATURE_BYTES)
+        return base64.urlsafe_b64encode(mac.digest()).decode()
 
     def verify(self, signature: str, *parts: object) -> bool:
         """Whether ``signature`` is the signature of ``parts``."""

@@ -54,15 +54,15 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(url: str, **kwargs) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, real transactions and math functions."""
+def make_engine(url: str, *, sqlite_cache_kib: int = 32_000, **kwargs) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, real transactions, math functions and a page cache per connection."""
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        _tune_sqlite(engine)
+        _tune_sqlite(engine, sqlite_cache_kib)
     return engine
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, cache_kib: int) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):
         # Let SQLAlchemy, not pysqlite, decide when transactions begin, so that
@@ -73,7 +73,7 @@ def _tune_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA cache_size=-32000")
+        cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
         _ensure_power(dbapi_connection)
