@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,9 +92,20 @@ def launch(campaign_id: int, run_id: int, workers: int, wait: bool) -> None:
     logs = Path(current_app.instance_path) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log = logs / f"run-{run_id}.log"
+    config = worker_config(workers)
+    # The background process reads the settings this app runs with, whatever set them.
+    env = {
+        **os.environ,
+        "PATRON_INSTANCE_PATH": config.instance_path,
+        "PATRON_DATABASE_URL": config.database_url,
+        "PATRON_DELIVERY_URL": config.delivery_url,
+        "PATRON_SECRET_KEY": config.secret_key,
+        "PATRON_BASE_URL": config.base_url,
+    }
     with open(log, "ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "web.cli", "campaigns", "work", str(run_id), "--workers", str(workers)],
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

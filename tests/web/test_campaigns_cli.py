@@ -94,3 +94,23 @@ def test_pause_resume_and_cancel_a_run(runner, session, tmp_path):
     assert again.exit_code == 0
     cancelled = runner.invoke(args=["campaigns", "cancel", str(campaign_id)])
     assert cancelled.exit_code == 1 and "its last run 2 is finished" in cancelled.output
+
+
+def test_send_without_wait_sends_from_a_background_process(runner, session, tmp_path):
+    import time
+
+    runner.invoke(args=["content", "import", str(write_pack(tmp_path / "pack", [block("pizza")]))])
+    add_contacts(session, [{"email": f"b{i}@example.com", "first_name": f"B{i}"} for i in range(20)])
+    campaign_id = json.loads(
+        runner.invoke(args=["campaigns", "create", str(campaign_file(tmp_path)), "--json"]).output
+    )["id"]
+    started = runner.invoke(args=["campaigns", "send", str(campaign_id)])
+    assert started.exit_code == 0, started.output
+    assert "is sending in the background" in started.output
+    deadline = time.monotonic() + 60
+    while True:
+        status = json.loads(runner.invoke(args=["campaigns", "status", str(campaign_id), "--json"]).output)
+        if status["state"] == "finished" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status["state"] == "finished" and status["sent"] == 20
