@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from segments.db import Base, make_engine, make_session_factory
+from tests.delivery.keys import rsa_key  # noqa: F401  (a DKIM key, for any test)
 from tests.delivery.smtp_server import smtp_server  # noqa: F401  (a real SMTP server, for any test)
 from web import create_app
 from web.db import upgrade

@@ -20,6 +20,7 @@ from tests.campaigns.conftest import (
     parts,
     worker_config,
 )
+from tests.delivery.keys import dns_for
 
 PEOPLE = [
     {"email": "ana@example.com", "first_name": "Ana", "locale": "es-MX", "interests": {"pizza": 5}},
@@ -254,3 +255,33 @@ def test_an_unusable_transport_pauses_the_run_and_loses_nothing(session, engine,
     execute_run(worker_config(engine, tmp_path, smtp_server.url), run.id)
     session.expire_all()
     assert status(session, campaign.id)["sent"] == 3
+
+
+def test_with_a_dkim_key_every_message_is_signed_over_both_unsubscribe_headers(
+    session, engine, tmp_path, pack, smtp_server, rsa_key
+):
+    import dataclasses
+
+    import dkim
+
+    private_key, public_key = rsa_key
+    (tmp_path / "dkim.pem").write_bytes(private_key)
+    add_contacts(session, [dict(p) for p in PEOPLE[:2]])
+    campaign = add_campaign(session)
+    run = start_run(session, campaign.id)
+    session.commit()
+    config = dataclasses.replace(
+        worker_config(engine, tmp_path, smtp_server.url),
+        dkim_selector="p1",
+        dkim_domain="shop.example.com",
+        dkim_key_path=str(tmp_path / "dkim.pem"),
+    )
+    execute_run(config, run.id)
+    assert len(smtp_server.messages) == 2
+    for envelope in smtp_server.messages:
+        raw = envelope.content.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        assert dkim.verify(raw, dnsfunc=dns_for(public_key))
+        signature = parse(raw)["DKIM-Signature"].lower().replace(" ", "").replace("\r\n", "")
+        assert "list-unsubscribe:" in signature and "list-unsubscribe-post" in signature
+        tampered = raw.replace(b"List-Unsubscribe: <", b"List-Unsubscribe: <https://evil.example/>, <", 1)
+        assert not dkim.verify(tampered, dnsfunc=dns_for(public_key))

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email
 import email.policy
 import re
-import shutil
-import subprocess
 from datetime import datetime, timedelta, timezone
 from email.header import decode_header
 from email.headerregistry import Address as StdlibAddress
@@ -30,6 +27,7 @@ from delivery.message import (
     quoted_printable,
     sending_domain,
 )
+from tests.delivery.keys import dns_for
 
 SENDER = Address("news@shop.example.com", "Shop News")
 REPLY_TO = Address("help@shop.example.com", "Shop Help")
@@ -409,28 +407,6 @@ def test_any_body_reads_back_exactly(body):
     data = build(html=body, text=body[::-1])
     assert parts(parse(data)) == (crlf(body[::-1]), crlf(body))
     assert max(map(len, quoted_printable(body).split(b"\r\n"))) <= 76
-
-
-@pytest.fixture(scope="module")
-def rsa_key(tmp_path_factory) -> tuple[bytes, str]:
-    """A fresh 2048-bit RSA key (PEM) and the p= value of its DNS record."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test key")
-    path = tmp_path_factory.mktemp("dkim") / "key.pem"
-    subprocess.run(["openssl", "genrsa", "-out", str(path), "2048"], check=True, capture_output=True)
-    public = subprocess.run(
-        ["openssl", "rsa", "-in", str(path), "-pubout", "-outform", "DER"], check=True, capture_output=True
-    ).stdout
-    return path.read_bytes(), base64.b64encode(public).decode("ascii")
-
-
-def dns_for(public_key: str):
-    record = f"v=DKIM1; k=rsa; p={public_key}".encode("ascii")
-
-    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
-        return record if name == b"p1._domainkey.shop.example.com." else None
-
-    return lookup
 
 
 def test_dkim_signature_verifies(rsa_key):
