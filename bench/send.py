@@ -303,7 +303,6 @@ def child_pipeline(params: dict) -> dict:
 
 def child_naive(params: dict) -> dict:
     """The way one writes it first, for the run's first recipients; messages and seconds."""
-    import logging
     import smtplib
     from email.headerregistry import Address
     from email.message import EmailMessage
@@ -318,6 +317,7 @@ def child_naive(params: dict) -> dict:
 
     from campaigns.models import Campaign, Run
     from content.models import BlockVersion, LayoutVersion, Pack
+    from content.rendering import PREMAILER_OPTIONS
     from delivery.models import Delivery
     from delivery.tracking import LinkSigner
     from segments.db import make_engine, make_session_factory, utcnow
@@ -401,16 +401,7 @@ def child_naive(params: dict) -> dict:
         preheader = preheaders.get(language, preheaders.get(default))
         context |= {"subject": subject, "preheader": preheader.render(context) if preheader else ""}
         html = layout_html.render(context, slots=slots_html)
-        html = premailer.Premailer(
-            html,
-            css_text=layout.css or None,
-            keep_style_tags=False,
-            remove_classes=False,
-            strip_important=False,
-            allow_network=False,
-            disable_validation=True,
-            cssutils_logging_level=logging.CRITICAL,
-        ).transform()
+        html = premailer.Premailer(html, css_text=layout.css or None, **PREMAILER_OPTIONS).transform()
         text = layout_text.render(context, slots=slots_text)
 
         message = EmailMessage()

@@ -37,6 +37,15 @@ _CHECK_EVERY = 256  # template chunks joined between checks of the size cap and 
 _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _MASK = re.compile(r"ptjx(\d{5})x")
 _TRACKED_SCHEMES = ("http://", "https://")
+# Classes stay (media queries in the head still need them); nothing is fetched.
+PREMAILER_OPTIONS = {
+    "keep_style_tags": False,
+    "remove_classes": False,
+    "strip_important": False,
+    "allow_network": False,
+    "disable_validation": True,
+    "cssutils_logging_level": logging.CRITICAL,
+}
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'{}]+[^\s<>\"'{}.,;:!?)\]]")
 
 
@@ -228,16 +237,7 @@ def render(template: Template | str, context: dict, budget: Budget) -> str:
 
 def _inline(source: str, css: str, *, fragment: bool) -> str:
     masked, tags = _mask(source)
-    inlined = premailer.Premailer(
-        masked,
-        css_text=css or None,
-        keep_style_tags=False,
-        remove_classes=False,
-        strip_important=False,
-        allow_network=False,
-        disable_validation=True,
-        cssutils_logging_level=logging.CRITICAL,
-    ).transform()
+    inlined = premailer.Premailer(masked, css_text=css or None, **PREMAILER_OPTIONS).transform()
     if fragment:
         body = lxml_html.document_fromstring(inlined).body
         inlined = _serialize(body, fragment=True)

@@ -53,18 +53,28 @@ def _fail(exc: Exception):
     raise click.ClickException(str(exc)) from None
 
 
+def _commit(service, *args):
+    """Run a campaigns service in this command's session and commit; its error as one line if it refuses."""
+    session = get_session()
+    try:
+        result = service(session, *args)
+    except CampaignError as exc:
+        _fail(exc)
+    session.commit()
+    return result
+
+
 @campaigns_group.command("create")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help='Print {"id": N} only.')
 @with_appcontext
 def create_command(path, as_json):
     """Create a campaign from the YAML file PATH (see docs/campaigns.md)."""
-    session = get_session()
     try:
-        campaign = create_campaign(session, load_definition(path), str(path))
+        definition = load_definition(path)
     except CampaignError as exc:
         _fail(exc)
-    session.commit()
+    campaign = _commit(create_campaign, definition, str(path))
     click.echo(json.dumps({"id": campaign.id}) if as_json else f"created campaign {campaign.id}: {campaign.name}")
 
 
@@ -122,12 +132,7 @@ def launch(campaign_id: int, run_id: int, workers: int, wait: bool) -> None:
 @with_appcontext
 def send_command(campaign_id, wait, workers):
     """Start a run of campaign CAMPAIGN_ID."""
-    session = get_session()
-    try:
-        run = start_run(session, campaign_id)
-    except CampaignError as exc:
-        _fail(exc)
-    session.commit()
+    run = _commit(start_run, campaign_id)
     launch(campaign_id, run.id, workers, wait)
 
 
@@ -173,12 +178,7 @@ def _print_status(campaign_id: int, as_json: bool = False) -> None:
 @with_appcontext
 def pause_command(campaign_id):
     """Pause the running send; nothing pending is lost."""
-    session = get_session()
-    try:
-        run = pause(session, campaign_id)
-    except CampaignError as exc:
-        _fail(exc)
-    session.commit()
+    run = _commit(pause, campaign_id)
     click.echo(f"run {run.id} paused; `patron campaigns resume {campaign_id}` carries on")
 
 
@@ -189,12 +189,7 @@ def pause_command(campaign_id):
 @with_appcontext
 def resume_command(campaign_id, wait, workers):
     """Carry on a paused or interrupted run; messages of unknown fate are not resent."""
-    session = get_session()
-    try:
-        run, unknown = prepare_resume(session, campaign_id)
-    except CampaignError as exc:
-        _fail(exc)
-    session.commit()
+    run, unknown = _commit(prepare_resume, campaign_id)
     if unknown:
         click.echo(
             f"{unknown} message(s) were in flight when the run stopped and are now 'unknown'; "
@@ -208,12 +203,7 @@ def resume_command(campaign_id, wait, workers):
 @with_appcontext
 def cancel_command(campaign_id):
     """Cancel the run: messages not yet sent are skipped."""
-    session = get_session()
-    try:
-        run, skipped = cancel(session, campaign_id)
-    except CampaignError as exc:
-        _fail(exc)
-    session.commit()
+    run, skipped = _commit(cancel, campaign_id)
     click.echo(f"run {run.id} cancelled; {skipped:,} message(s) not sent")
 
 
@@ -224,12 +214,7 @@ def cancel_command(campaign_id):
 @with_appcontext
 def resend_unknown_command(campaign_id, wait, workers):
     """Send again, on purpose, the messages whose delivery is unknown after a crash."""
-    session = get_session()
-    try:
-        run, count = resend_unknown(session, campaign_id)
-    except CampaignError as exc:
-        _fail(exc)
-    session.commit()
+    run, count = _commit(resend_unknown, campaign_id)
     if not count:
         click.echo(f"run {run.id} has no messages of unknown fate")
         return
