@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from segments.service import UnknownSegment, get_segment_by_name
 
 ACTIVE_STATES = ("planning", "sending", "paused")
 PLAN_PAGE = 5000
+LEASE = timedelta(minutes=2)  # a run's driver on another machine is presumed dead after this long without a beat
 
 
 class RunError(CampaignError):
@@ -113,6 +114,7 @@ def plan_run(session_factory, run_id: int, *, half_life_days: float, now: dateti
             last = ledger.plan_page(session, run_id, audience, after=after, page_size=PLAN_PAGE, cap=cap, now=now)
             if last is None:
                 run.state, run.planned_at = "sending", utcnow()
+            run.heartbeat_at = utcnow()
             session.commit()
             if progress and last is not None:
                 progress(last)
@@ -132,7 +134,8 @@ def owner_alive(run: Run) -> bool:
         return False
     host, _, pid = run.owner.rpartition(":")
     if host != socket.gethostname():
-        return True  # another machine's process: assume it lives; its lease is its heartbeat
+        # Another machine's process: it lives as long as it keeps beating.
+        return run.heartbeat_at is not None and utcnow() - run.heartbeat_at < LEASE
     try:
         os.kill(int(pid), 0)
     except (ProcessLookupError, ValueError):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from sqlalchemy import select
 
 from campaigns.executors import execute_run
@@ -285,3 +287,73 @@ def test_with_a_dkim_key_every_message_is_signed_over_both_unsubscribe_headers(
         assert "list-unsubscribe:" in signature and "list-unsubscribe-post" in signature
         tampered = raw.replace(b"List-Unsubscribe: <", b"List-Unsubscribe: <https://evil.example/>, <", 1)
         assert not dkim.verify(tampered, dnsfunc=dns_for(public_key))
+
+
+def test_resume_refuses_while_the_driver_lives_and_recovers_after_it_died(session, engine, tmp_path, pack):
+    import socket
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from campaigns.runs import RunError, prepare_resume
+    from segments.db import utcnow
+
+    add_contacts(session, [{"email": "x@example.com", "first_name": "X"}])
+    campaign = add_campaign(session)
+    run = start_run(session, campaign.id)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        run.state, run.owner = "sending", f"{socket.gethostname()}:{alive.pid}"
+        session.commit()
+        with pytest.raises(RunError, match="still running"):
+            prepare_resume(session, campaign.id)
+    finally:
+        alive.kill()
+        alive.wait()
+    prepare_resume(session, campaign.id)  # its process is gone: resume may go on
+    # A driver on another machine is alive while it beats, and presumed dead after the lease.
+    run.state, run.owner, run.heartbeat_at = "sending", "elsewhere:1", utcnow()
+    session.commit()
+    with pytest.raises(RunError, match="still running"):
+        prepare_resume(session, campaign.id)
+    run.heartbeat_at = utcnow() - timedelta(minutes=10)
+    session.commit()
+    assert prepare_resume(session, campaign.id)[0].state == "sending"
+
+
+def test_a_server_that_keeps_refusing_for_now_pauses_the_run_and_nothing_is_failed(
+    session, engine, tmp_path, pack, smtp_server
+):
+    from campaigns.batches import PAUSE_AFTER_TRANSIENT, send_batch
+    from campaigns.executors import Worker
+    from campaigns.runs import plan_run, prepare_resume
+    from delivery import ledger
+    from segments.db import make_session_factory
+
+    people = [{"email": f"t{i}@example.com", "first_name": f"T{i}"} for i in range(PAUSE_AFTER_TRANSIENT + 3)]
+    add_contacts(session, people)
+    for person in people[:PAUSE_AFTER_TRANSIENT]:
+        smtp_server.reply_next(person["email"], "451 4.7.1 greylisted, try later", times=4)  # every retry too
+    campaign = add_campaign(session)
+    run = start_run(session, campaign.id)
+    session.commit()
+    plan_run(make_session_factory(engine), run.id, half_life_days=30)
+    worker = Worker(worker_config(engine, tmp_path, smtp_server.url))
+    try:
+        ((first, last),) = ledger.pending_ranges(worker.sessions(), run.id, 500)
+        send_batch(worker.assembly(run.id), worker.sessions, worker.transport, first, last, sleep=lambda _: None)
+    finally:
+        worker.close()
+    session.expire_all()
+    current = status(session, campaign.id)
+    assert current["state"] == "paused" and "keeps refusing" in current["note"] and "451" in current["note"]
+    assert current["pending"] == len(people) and current["failed"] == current["sent"] == 0
+    assert smtp_server.messages == []
+
+    # Later the server takes mail again: resuming sends everyone, once.
+    prepare_resume(session, campaign.id)
+    session.commit()
+    execute_run(worker_config(engine, tmp_path, smtp_server.url), run.id)
+    session.expire_all()
+    assert status(session, campaign.id)["sent"] == len(people)
+    assert sorted(by_recipient(smtp_server)) == sorted(p["email"] for p in people)

@@ -82,3 +82,14 @@ def test_manifest_paths_cannot_leave_the_pack(session, tmp_path):
     (pack / "pack.yaml").write_text(text)
     with pytest.raises(PackError, match="outside the pack"):
         import_pack(session, pack)
+
+
+def test_a_block_broken_in_a_reimport_keeps_its_working_version(session, tmp_path):
+    pack = write_pack(tmp_path / "p", [block("pizza"), block("pasta", interests={"pasta": 1})])
+    import_pack(session, pack)
+    working = session.scalar(select(Block).where(Block.key == "pasta")).current_version_id
+    write_pack(tmp_path / "p", [block("pizza"), block("pasta", interests={"pasta": 1}, body="{% if %}")])
+    report = import_pack(session, pack)
+    assert report.blocks["retired"] == 0 and len(report.problems) == 1
+    pasta = session.scalar(select(Block).where(Block.key == "pasta"))
+    assert pasta.retired_at is None and pasta.current_version_id == working
