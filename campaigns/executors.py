@@ -22,7 +22,7 @@ from campaigns import runs
 from campaigns.batches import pause_run, send_batch
 from campaigns.models import Run
 from campaigns.pipeline import Assembly, Stats
-from content.rendering import Inliner
+from content.inlining import SharedInliner
 from delivery import ledger
 from delivery.tracking import LinkSigner
 from delivery.transports import open_transport, redact_url
@@ -62,7 +62,7 @@ class Worker:
         self.engine = engine or make_engine(config.database_url, sqlite_cache_kib=SEND_CACHE_KIB)
         self.sessions = make_session_factory(self.engine)
         self.signer = LinkSigner(config.secret_key, config.base_url)
-        self.inliner = Inliner()
+        self.inliner = SharedInliner(self.sessions)
         self.sign = None
         if config.dkim_key_path:
             from delivery.dkim import DkimSigner

@@ -100,3 +100,15 @@ class BlockVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     block: Mapped[Block] = relationship()
+
+
+class InlinedPart(Base):
+    """A layout or block version with a stylesheet inlined: premailer's work, done once for every worker and run."""
+
+    __tablename__ = "inlined_parts"
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)  # "layout" or "block"
+    version_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    css_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    html: Mapped[str | None] = mapped_column(Text)  # None while the worker that claimed it is inlining
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -137,7 +137,7 @@ class Inliner:
         cache_key = (key, css)
         if cache_key not in self._cache:
             self.calls += 1
-            self._cache[cache_key] = _inline(source, css, fragment=fragment)
+            self._cache[cache_key] = inline_css(source, css, fragment=fragment)
         return self._cache[cache_key]
 
 
@@ -235,7 +235,8 @@ def render(template: Template | str, context: dict, budget: Budget) -> str:
     return "".join(pieces)
 
 
-def _inline(source: str, css: str, *, fragment: bool) -> str:
+def inline_css(source: str, css: str, *, fragment: bool) -> str:
+    """One premailer pass: ``css`` inlined into ``source``, whose Jinja tags are left as they are."""
     masked, tags = _mask(source)
     inlined = premailer.Premailer(masked, css_text=css or None, **PREMAILER_OPTIONS).transform()
     if fragment:

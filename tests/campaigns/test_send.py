@@ -218,6 +218,37 @@ def test_premailer_runs_once_per_version_used_not_per_recipient(session, engine,
     }
     assert len(calls) == len(versions) + 1  # and one for the layout
     assert len(list((tmp_path / "outbox" / "new").iterdir())) == 60
+    # Next week's run reuses what was inlined: premailer only for versions never inlined before.
+    second, stats = send(engine, tmp_path, campaign.id, f"outbox://{tmp_path / 'outbox'}", session)
+    new_versions = {
+        v for blocks in session.scalars(select(Delivery.blocks).where(Delivery.run_id == second.id)) for v in blocks
+    } - versions
+    assert stats.premailer_calls == len(new_versions) == len(calls) - len(versions) - 1
+
+
+def test_a_pool_of_workers_runs_premailer_once_per_version_too(session, engine, tmp_path, pack):
+    add_contacts(
+        session,
+        [
+            {
+                "email": f"w{i}@example.com",
+                "first_name": f"W{i}",
+                "locale": ("en", "es")[i % 2],
+                "interests": {"pizza": i},
+            }
+            for i in range(1200)
+        ],
+    )
+    campaign = add_campaign(session)
+    run = start_run(session, campaign.id)
+    session.commit()
+    stats = execute_run(worker_config(engine, tmp_path, f"outbox://{tmp_path / 'outbox'}", workers=2), run.id)
+    session.expire_all()
+    assert status(session, campaign.id)["sent"] == 1200
+    versions = {
+        v for blocks in session.scalars(select(Delivery.blocks).where(Delivery.run_id == run.id)) for v in blocks
+    }
+    assert stats.premailer_calls == len(versions) + 1
 
 
 def test_a_temporary_refusal_is_retried_and_a_permanent_one_fails_that_row_alone(
