@@ -12,7 +12,6 @@ process dies can end up "unknown".
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from segments.db import utcnow
 CLAIM_SIZE = 100  # rows claimed at once per worker (at most this many can become "unknown")
 SEND_AHEAD = 16  # messages built and waiting for the sender thread
 PAUSE_AFTER_TRANSIENT = 5  # consecutive temporary refusals that pause the run: the server is unwell
-SWITCH_INTERVAL = 0.0002  # seconds a thread may hold the interpreter while the other waits
 
 
 @dataclass
@@ -105,10 +103,6 @@ def send_batch(
     """Claim, assemble and send the run's pending rows between ledger ids ``first`` and ``last``."""
     stats = Stats()
     seconds = stats.seconds
-    # The sender thread waits on the server most of the time; when a reply arrives it
-    # must get the interpreter back from the assembling thread at once, not after
-    # Python's default 5 ms slice, or the overlap is lost.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     sender = _Sender(transport, assembly.sender, seconds, sleep)
     sender.start()
     try:
