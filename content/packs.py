@@ -32,7 +32,8 @@ from segments.db import utcnow
 
 MANIFEST = "pack.yaml"
 _KEY = validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,63}$", error="must be lowercase letters, digits and '-' (at most 64)")
-_TAG = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,63}$", error="must be lowercase letters, digits, '_' and '-'")
+# Interest tags as contact imports and segments write them (lower-cased there): letters, digits, '_', '.', '-'.
+_TAG = validate.Regexp(r"^[a-z0-9_][a-z0-9_.-]{0,63}$", error="must be lowercase letters, digits, '_', '.' and '-'")
 _LOCALE = validate.Regexp(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", error="must be a locale such as en or es-MX")
 
 

@@ -302,7 +302,7 @@ class _InterestSchema(_Strict):
 
     @post_load
     def _build(self, data, **_):
-        return InterestCondition(data["interest"], data["op"], _interest_value(data["value"]))
+        return InterestCondition(data["interest"].lower(), data["op"], _interest_value(data["value"]))
 
 
 def _where(value) -> None:

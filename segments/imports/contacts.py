@@ -66,7 +66,7 @@ def _column(column: str) -> tuple[str, str, Callable]:
     if prefix == "attr":
         return "attributes", values.key_name(name, "attribute"), values.remembered(values.typed)
     if prefix == "interest":
-        return "interests", values.key_name(name, "interest tag"), values.remembered(values.score)
+        return "interests", values.key_name(name, "interest tag").lower(), values.remembered(values.score)
     if prefix == "consent":
         return "consents", values.key_name(name, "consent purpose"), values.remembered(values.boolean)
     known = ", ".join(PLAIN_COLUMNS) + ", " + ", ".join(f"{p}<name>" for p in PREFIXES)

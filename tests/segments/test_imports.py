@@ -183,3 +183,15 @@ def test_a_file_by_path_in_small_batches_imports_the_same(session, tmp_path):
     assert [line for line, _, _ in rejects.rows] == [6]
     assert rejects.header[0] == "email"
     assert session.scalar(select(func.count()).select_from(Identity)) == 25
+
+
+def test_interest_tags_are_lower_cased_so_blocks_and_segments_find_them(session, tmp_path):
+    from segments.compiler import count_contacts
+    from segments.db import utcnow
+
+    path = tmp_path / "c.csv"
+    path.write_text("email,interest:Pizza\nana@example.com,5\n", encoding="utf-8")
+    import_contacts(session, path)
+    assert session.scalars(select(Interest.tag)).all() == ["pizza"]
+    rule = {"interest": "PIZZA", "op": "gte", "value": 4}
+    assert count_contacts(session, rule, now=utcnow(), half_life_days=30) == 1

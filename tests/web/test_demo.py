@@ -1,13 +1,14 @@
 """`patron demo`: the main job on embedded defaults, run twice."""
 
 import re
+from pathlib import Path
 
 from sqlalchemy import func, select
 
 from segments.models import Contact, Event, Identity, Segment
 
 
-def test_demo_imports_the_audience_and_counts_the_example_segments(runner, session):
+def test_demo_imports_the_audience_and_counts_the_example_segments(runner, session, app):
     first = runner.invoke(args=["demo"])
     assert first.exit_code == 0, first.output
     assert "Imported customers from customers.csv: 1200 rows, 1200 created" in first.output
@@ -23,12 +24,20 @@ def test_demo_imports_the_audience_and_counts_the_example_segments(runner, sessi
     assert set(printed) == names
     assert all(int(count.replace(",", "")) > 0 for count in printed.values())
 
+    # Then it sends the weekly campaign: one email per consenting customer, in the outbox.
+    outbox = Path(app.instance_path) / "outbox" / "new"
+    sent = int(re.search(r"finished: ([\d,]+) sent", first.output).group(1).replace(",", ""))
+    assert sent > 900 and len(list(outbox.iterdir())) == sent
+    assert re.search(r"^  \S+@\S+ +es +\S+, \S+, \S+$", first.output, re.M)  # a Spanish reader's three blocks
+
     second = runner.invoke(args=["demo"])
     assert second.exit_code == 0, second.output
     assert "1200 rows, 0 created, 1200 updated" in second.output
     assert "2695 rows, 0 created, 0 updated, 0 rejected, 2695 duplicates" in second.output
     assert session.scalar(select(func.count()).select_from(Contact)) == contacts
     assert session.scalar(select(func.count()).select_from(Event)) == events
+    # Next week's email: a new run, to the same people, with none of last week's topical blocks.
+    assert len(list(outbox.iterdir())) == 2 * sent
 
 
 def test_demo_without_examples_says_where_it_looked(runner, tmp_path):
