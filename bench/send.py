@@ -528,7 +528,7 @@ def measure(options, url: str, work: Path, say) -> dict:
         "sink_msgs_per_s": round(capacity["msgs_per_s"], 1),
         "sink_sample_bytes": capacity["message_bytes"],
         "sink_busy": round(sink_busy, 2),
-        "average_message_bytes": average,
+        "average_message_bytes": average or None,  # Postfix's smtp-sink counts messages, not bytes
         "naive_recipients": naive["messages"] if naive else 0,
         "naive_seconds": round(naive["seconds"], 2) if naive else None,
         "naive_peak_rss_mb": _rss_mb(naive["rss_kib"]) if naive else None,
@@ -581,9 +581,9 @@ def print_report(report: dict) -> None:
         + (f", {rss['largest_worker']} MB largest worker" if workers > 1 else "")
     )
     matches = "matches" if report["checks"]["sink_received_all_sent"] else "DOES NOT MATCH"
-    size = report["average_message_bytes"] / 1024
+    size = f" (average {report['average_message_bytes'] / 1024:.1f} KB)" if report["average_message_bytes"] else ""
     print(
-        f"  sink: received {report['sink_received']:,} messages (average {size:.1f} KB)"
+        f"  sink: {report['sink']}, received {report['sink_received']:,} messages{size}"
         f" — {matches} the {sent:,} sent; busy {100 * report['sink_busy']:.0f}% of one core during the run;"
         f" raw capacity {report['sink_msgs_per_s']:,.0f} msgs/s (smtplib loop, one connection)"
     )
