@@ -1,6 +1,14 @@
-"""Campaigns: runs, the assembly pipeline (segment → selection → render →
-message → transport), executors, the scheduler, experiments and follow-ups.
+"""Campaigns: campaigns and their runs, the assembly pipeline (segment → selection
+→ render → message → transport) and the executors that run it.
 
-May import ``segments``, ``content`` and ``delivery``; never ``web``, Flask or
-``config``. Nothing lives here yet: the send loop (issue #3) brings it.
+- ``definition``: the campaign YAML contract, checked field by field;
+- ``runs``: create, start (``start_run(session, campaign_id)``), plan, pause,
+  resume, cancel, resend-unknown, status;
+- ``pipeline``: one worker's ``Assembly`` of a run: select, render, build;
+- ``batches``: claim ledger rows, assemble, send on a sender thread, record;
+- ``executors``: the id-only batch task, the local pool and ``execute_run``;
+- ``preview``: one contact's email, with the reasons for each block.
+
+The scheduler, experiments and follow-ups come later. May import ``segments``,
+``content`` and ``delivery``; never ``web``, Flask or ``config``.
 """

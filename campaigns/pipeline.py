@@ -43,6 +43,7 @@ from segments.interests import decayed_score
 from segments.models import Consent, Contact, Interest, Suppression
 
 PROFILING = "profiling"
+DYNAMIC_LINKS_KEPT = 10_000  # merge-field URLs remembered per run (one per city, say), so memory stays bounded
 STAGES = ("segment", "select", "render", "build", "send", "db")
 
 
@@ -114,6 +115,7 @@ class Assembly:
         self._layout: CompiledPart | None = None
         self._blocks: dict[int, CompiledPart] = {}
         self._strings: dict[tuple[str, ...], dict[str, str]] = {}
+        self._dynamic_links: dict[str, int] = {}
         versions = session.execute(
             select(BlockVersion, Block.key, Block.locale)
             .join(Block, Block.id == BlockVersion.block_id)
@@ -235,9 +237,14 @@ class Assembly:
         return (self.sign(message) if self.sign else message), message_id
 
     def _track_url(self, delivery_id: int, url: str) -> str:
+        """A link built from merge fields: registered the first time any recipient's email has it."""
         if not url.startswith(("http://", "https://")):
             return url
-        (link_id,) = self._register([url])
+        link_id = self._dynamic_links.get(url)
+        if link_id is None:
+            (link_id,) = self._register([url])
+            if len(self._dynamic_links) < DYNAMIC_LINKS_KEPT:
+                self._dynamic_links[url] = link_id
         return self.signer.click_url(delivery_id, link_id)
 
 

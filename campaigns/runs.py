@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from campaigns.definition import CampaignError, parse_definition
+from campaigns.definition import CampaignError
 from campaigns.models import Campaign, Run
 from content.models import Block, Layout
 from delivery import ledger
@@ -34,8 +34,7 @@ class RunError(CampaignError):
 
 
 def create_campaign(session: Session, definition: dict[str, Any], source: str = "campaign") -> Campaign:
-    """Check a campaign definition and store it."""
-    definition = parse_definition(definition, source) if "sender" not in definition else definition
+    """Store a campaign from its checked definition (``parse_definition``), once its layout and segment exist."""
     if session.scalar(select(Layout.id).where(Layout.key == definition["layout"])) is None:
         raise CampaignError(f"{source}: field 'layout': there is no layout {definition['layout']!r}; import its pack")
     if definition["segment"] and get_segment_by_name(session, definition["segment"]) is None:

@@ -1,6 +1,13 @@
 """Content: layouts, blocks and content packs; the sandboxed Jinja environment;
 the CSS-inlining cache; block selection for a recipient.
 
-May import ``segments`` only; never ``delivery``. Nothing lives here yet: the
-send loop (issue #3) brings it.
+- ``models``: packs, layouts, blocks and their immutable versions;
+- ``packs``: reading a pack directory (docs/content-packs.md) into versions;
+- ``rendering``: the sandbox, compiling a version once (CSS inlined, links
+  rewritten, text derived) and rendering it per recipient within limits;
+- ``inlining``: premailer's results shared by every worker and run;
+- ``text``: the text part derived from HTML;
+- ``selection``: the pure function that picks a block per slot.
+
+May import ``segments`` only; never ``delivery``.
 """

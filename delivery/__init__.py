@@ -1,7 +1,12 @@
 """Delivery: the message (MIME bytes), transports (outbox, SMTP), the delivery
-ledger, tracking tokens and links, and the responses that feed back into the
-audience.
+ledger, tracking tokens and links, and (next) the responses that feed back
+into the audience.
 
-May import ``segments`` only; never ``content``. Nothing lives here yet: the
-send loop (issue #3) brings it.
+- ``models`` and ``ledger``: one row per (run, contact), written before the wire;
+- ``message``: multipart MIME built directly, headers safe from CR/LF;
+- ``dkim``: signing, List-Unsubscribe headers included;
+- ``tracking``: signed click, open and unsubscribe URLs, the link registry;
+- ``transports``: ``outbox://`` and ``smtp://``, chosen by URL scheme.
+
+May import ``segments`` only; never ``content``.
 """

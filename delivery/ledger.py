@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, and_, bindparam, case, func, literal, select, update
+from sqlalchemy import String, bindparam, case, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -229,9 +229,7 @@ def in_flight(session: Session, run_id: int) -> bool:
     """Whether any row of the run is still pending or sending."""
     return (
         session.scalar(
-            select(Delivery.id)
-            .where(Delivery.run_id == run_id, and_(Delivery.status.in_(("pending", "sending"))))
-            .limit(1)
+            select(Delivery.id).where(Delivery.run_id == run_id, Delivery.status.in_(("pending", "sending"))).limit(1)
         )
         is not None
     )

@@ -63,7 +63,7 @@ def _match(rule: dict, contact: dict, now: datetime, half_life_days: float) -> b
     if "attr" in rule:
         return _attr(contact["attributes"], rule["attr"], op, value, now)
     if "interest" in rule:
-        return _interest(contact["interests"].get(rule["interest"]), op, value, now, half_life_days)
+        return _interest(contact["interests"].get(rule["interest"].lower()), op, value, now, half_life_days)
     if "event" in rule:
         count = sum(1 for event in contact["events"] if _event_matches(event, rule["event"], now))
         return _compare(count, op, value)
