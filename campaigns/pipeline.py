@@ -115,7 +115,7 @@ class Assembly:
         self._layout: CompiledPart | None = None
         self._blocks: dict[int, CompiledPart] = {}
         self._strings: dict[tuple[str, ...], dict[str, str]] = {}
-        self._dynamic_links: dict[str, int] = {}
+        self._dynamic_links: dict[tuple[str, int | None], int] = {}
         versions = session.execute(
             select(BlockVersion, Block.key, Block.locale)
             .join(Block, Block.id == BlockVersion.block_id)
@@ -152,7 +152,9 @@ class Assembly:
         if self._layout is None:
             version = self._layout_version
             inlined = self.inliner.inline(("layout", version.id), version.html, self.css, fragment=False)
-            self._layout = compile_part(inlined, version.text, fragment=False, register_links=self._register)
+            self._layout = compile_part(
+                inlined, version.text, fragment=False, register_links=partial(self._register, block_version_id=None)
+            )
         return self._layout
 
     def block(self, version_id: int) -> CompiledPart:
@@ -160,15 +162,20 @@ class Assembly:
         if part is None:
             version = self._versions[version_id]
             inlined = self.inliner.inline(("block", version_id), version.html, self.css, fragment=True)
-            part = compile_part(inlined, version.text, fragment=True, register_links=self._register)
+            part = compile_part(
+                inlined,
+                version.text,
+                fragment=True,
+                register_links=partial(self._register, block_version_id=version_id),
+            )
             self._blocks[version_id] = part
         return part
 
-    def _register(self, urls: Sequence[str]) -> Sequence[int]:
+    def _register(self, urls: Sequence[str], block_version_id: int | None) -> Sequence[int]:
         # The assembly's session belongs to this worker: end any read snapshot first
         # (SQLite cannot turn an outdated read into a write), and commit at once.
         self._session.commit()
-        ids = register_links(self._session, urls)
+        ids = register_links(self._session, urls, block_version_id)
         self._session.commit()
         return ids
 
@@ -207,6 +214,7 @@ class Assembly:
             if choice.candidate is None:
                 html_slots[slot], text_slots[slot] = Markup(""), ""
                 continue
+            context["block_version"] = choice.candidate.version_id  # whose links merge-field URLs are
             html_slots[slot], text = render_part(self.block(choice.candidate.version_id), context, budget)
             text_slots[slot] = text.strip()
             if choice.locale not in locales:
@@ -214,7 +222,7 @@ class Assembly:
         context["subject"] = subject = _one_line(render(_for_chain(self.subjects, chain), context, budget))
         preheader = _for_chain(self.preheaders, chain)
         context["preheader"] = _one_line(render(preheader, context, budget)) if preheader else ""
-        context["slots"], context["text_slots"] = html_slots, text_slots
+        context["slots"], context["text_slots"], context["block_version"] = html_slots, text_slots, None
         html, text = render_part(self.layout(), context, budget)
         html = _with_pixel(html, self.signer.open_url(delivery_id))
         language = ", ".join(locales) or chain[0]
@@ -236,15 +244,15 @@ class Assembly:
         )
         return (self.sign(message) if self.sign else message), message_id
 
-    def _track_url(self, delivery_id: int, url: str) -> str:
+    def _track_url(self, delivery_id: int, url: str, block_version_id: int | None) -> str:
         """A link built from merge fields: registered the first time any recipient's email has it."""
         if not url.startswith(("http://", "https://")):
             return url
-        link_id = self._dynamic_links.get(url)
+        link_id = self._dynamic_links.get((url, block_version_id))
         if link_id is None:
-            (link_id,) = self._register([url])
+            (link_id,) = self._register([url], block_version_id)
             if len(self._dynamic_links) < DYNAMIC_LINKS_KEPT:
-                self._dynamic_links[url] = link_id
+                self._dynamic_links[url, block_version_id] = link_id
         return self.signer.click_url(delivery_id, link_id)
 
 

@@ -64,7 +64,7 @@ def fallback(value, default=""):
 def track(context, url) -> str:
     """A link built from merge fields, as the recipient's signed tracking URL (``track_url`` in the context)."""
     url = url.unescape() if isinstance(url, Markup) else str(url)
-    return context["track_url"](url.strip())
+    return context["track_url"](url.strip(), context.get("block_version"))
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):

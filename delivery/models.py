@@ -51,11 +51,13 @@ class ShownBlock(Base):
 
 
 class Link(Base):
-    """A URL registered at send time; a tracked click may redirect only here."""
+    """A URL registered at send time, in the block it appears in; a tracked click may redirect only here."""
 
     __tablename__ = "links"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     url: Mapped[str] = mapped_column(Text)
+    # The block version the link is in (None: the layout's own), so a click tells which block it was.
+    block_version_id: Mapped[int | None] = mapped_column(BigId)
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

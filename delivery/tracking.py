@@ -51,15 +51,16 @@ class LinkSigner:
         return f"{self.base_url}/u/{delivery_id}/{self.sign('u', delivery_id)}"
 
 
-def register_links(session: Session, urls: Sequence[str]) -> list[int]:
-    """The link ids of ``urls`` (in order), registering the new ones; safe across concurrent workers."""
-    digests = [hashlib.sha256(url.encode()).hexdigest() for url in urls]
+def register_links(session: Session, urls: Sequence[str], block_version_id: int | None = None) -> list[int]:
+    """The link ids of ``urls`` in one block version (None: the layout), registering new ones; safe across workers."""
+    where = "" if block_version_id is None else str(block_version_id)
+    digests = [hashlib.sha256(f"{where}\n{url}".encode()).hexdigest() for url in urls]
     if not digests:
         return []
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
         insert(Link).on_conflict_do_nothing(index_elements=["digest"]),
-        [{"url": url, "digest": digest} for url, digest in zip(urls, digests)],
+        [{"url": url, "digest": digest, "block_version_id": block_version_id} for url, digest in zip(urls, digests)],
     )
     ids = dict(session.execute(select(Link.digest, Link.id).where(Link.digest.in_(digests))).all())
     return [ids[digest] for digest in digests]

@@ -42,6 +42,7 @@ def upgrade() -> None:
         "links",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("block_version_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("digest", sa.String(length=64), nullable=False),
         sa.Column("created_at", segments.db.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_links")),

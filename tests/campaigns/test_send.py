@@ -10,7 +10,7 @@ from sqlalchemy import select
 from campaigns.executors import execute_run
 from campaigns.runs import start_run, status
 from content.models import Block, BlockVersion
-from delivery.models import Delivery
+from delivery.models import Delivery, Link
 from segments.suppressions import suppress
 from tests.campaigns.conftest import (
     BASE_URL,
@@ -107,6 +107,11 @@ def test_every_recipient_gets_their_own_email_over_smtp(session, engine, tmp_pat
             assert shown[person["email"]] & set(TOPICS["pizza"])
         if person["email"] == "bob@example.com":
             assert shown[person["email"]] & set(TOPICS["pasta"])
+    # Each link is registered in the block it appears in, so a click will tell which block it was.
+    links = session.execute(select(Link.url, Link.block_version_id)).all()
+    about = [version for url, version in links if url == "https://shop.example.com/about"]
+    assert about == [None]  # the layout's own link
+    assert all(version is not None for url, version in links if url != "https://shop.example.com/about")
 
 
 def test_a_second_run_never_repeats_a_block_until_only_defaults_are_left(session, engine, tmp_path, pack, smtp_server):

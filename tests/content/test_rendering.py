@@ -12,7 +12,7 @@ CONTEXT = {
     "strings": {},
     "unsubscribe_url": "https://patron.example/u/1/sig",
     "link": lambda link_id: f"https://patron.example/r/1/{link_id}/sig",
-    "track_url": lambda url: f"https://patron.example/dynamic?{url}",
+    "track_url": lambda url, block_version: f"https://patron.example/dynamic?{url}",
 }
 
 
