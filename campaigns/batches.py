@@ -120,6 +120,7 @@ def send_batch(
                 if not claimed:
                     break
                 profiles = load_profiles(session, [contact for _, contact in claimed], assembly, now)
+            assembly.set_clock(now)
             seconds["db"] += time.perf_counter() - started
 
             outcomes: list[ledger.Outcome] = []

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -43,6 +43,7 @@ from segments.interests import decayed_score
 from segments.models import Consent, Contact, Interest, Suppression
 
 PROFILING = "profiling"
+CLOCK_STEP = timedelta(minutes=1)  # how often a running send re-reads the clock for validity windows
 DYNAMIC_LINKS_KEPT = 10_000  # merge-field URLs remembered per run (one per city, say), so memory stays bounded
 STAGES = ("segment", "select", "render", "build", "send", "db")
 
@@ -124,12 +125,8 @@ class Assembly:
         self._versions = {version.id: version for version, _, _ in versions}
         self.candidates = [_candidate(version, key, locale) for version, key, locale in versions]
         filters = self.definition.get("slots") or {}
-        self.selector = Selector(
-            [_slot_spec(name, filters.get(name) or {}) for name in self.slots],
-            self.candidates,
-            now=self.now,
-            default_locale=self.default_locale,
-        )
+        self._slot_specs = [_slot_spec(name, filters.get(name) or {}) for name in self.slots]
+        self.set_clock(self.now)
         self.subjects = {locale: compile_text(source) for locale, source in self.definition["subject"].items()}
         self.preheaders = {
             locale: compile_text(source) for locale, source in (self.definition.get("preheader") or {}).items()
@@ -190,6 +187,12 @@ class Assembly:
         return strings
 
     # -- one recipient -------------------------------------------------------------------
+
+    def set_clock(self, now: datetime) -> None:
+        """Select as of ``now``: a long run stops using a block whose validity window has closed."""
+        if getattr(self, "selector", None) is None or now - self.now >= CLOCK_STEP:
+            self.now = now
+            self.selector = Selector(self._slot_specs, self.candidates, now=now, default_locale=self.default_locale)
 
     def choose(self, profile: Profile) -> dict[str, Choice]:
         return self.selector.choose(profile.recipient)

@@ -14,6 +14,7 @@ from delivery.models import Delivery, Link
 from segments.suppressions import suppress
 from tests.campaigns.conftest import (
     BASE_URL,
+    SECRET,
     TOPICS,
     add_campaign,
     add_contacts,
@@ -392,3 +393,31 @@ def test_a_server_that_keeps_refusing_for_now_pauses_the_run_and_nothing_is_fail
     session.expire_all()
     assert status(session, campaign.id)["sent"] == len(people)
     assert sorted(by_recipient(smtp_server)) == sorted(p["email"] for p in people)
+
+
+def test_a_long_send_stops_using_a_block_when_its_validity_window_closes(session, tmp_path):
+    from datetime import timedelta
+
+    from campaigns.models import Run
+    from campaigns.pipeline import Assembly, load_profiles
+    from content.packs import import_pack
+    from content.rendering import Inliner
+    from delivery.tracking import LinkSigner
+    from segments.db import utcnow
+    from tests.packs import block, write_pack
+
+    now = utcnow().replace(microsecond=0)
+    flash = block("flash-sale", interests={"pizza": 1.0}, valid_until=(now + timedelta(minutes=5)).isoformat())
+    fallback = block("this-week", interests={"news": 0.1}, default=True)
+    import_pack(session, write_pack(tmp_path / "pack", [flash, fallback], slots=("hero",), layout=_ONE_SLOT))
+    (contact,) = add_contacts(session, [{"email": "p@example.com", "first_name": "P", "interests": {"pizza": 5}}])
+    campaign = add_campaign(session)
+    run = start_run(session, campaign.id)
+    session.commit()
+    assembly = Assembly(
+        session, session.get(Run, run.id), signer=LinkSigner(SECRET, BASE_URL), inliner=Inliner(), half_life_days=30
+    )
+    profile = load_profiles(session, [contact.id], assembly, now)[contact.id]
+    assert assembly.choose(profile)["hero"].candidate.key == "flash-sale"
+    assembly.set_clock(now + timedelta(minutes=6))
+    assert assembly.choose(profile)["hero"].candidate.key == "this-week"
