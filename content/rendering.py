@@ -287,8 +287,3 @@ def _static_links(tree, tags: list[str]) -> list[str]:
         if href.startswith(_TRACKED_SCHEMES) and not _MASK.search(href):
             seen.setdefault(href, None)
     return list(seen)
-
-
-def iter_links(parts: Iterable[CompiledPart]) -> set[str]:
-    """Every fixed URL the parts track."""
-    return {url for part in parts for url in part.links}
