@@ -280,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     pos_rows = datagen.write_pos_events(pos, n, options.events_per_contact, reference=today)
     call_rows = datagen.write_call_centre_events(calls, n, reference=today)
     say(
-        f"generated {n:,} contacts, {pos_rows:,} purchases, {call_rows:,} calls in {time.perf_counter() - started:.1f} s"
+        f"generated {n:,} contacts, {pos_rows:,} purchases, {call_rows:,} calls"
+        f" in {time.perf_counter() - started:.1f} s"
     )
 
     for database in (url, naive_url):
@@ -291,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"contacts": n, "database": "postgresql" if url.startswith("postgresql") else "sqlite"}
     first = report["contacts_import"] = import_with_cli(url, "contacts", "import", str(customers))
     say(
-        f"contacts import: {first['rows_per_s']:,} rows/s ({first['rows']:,} rows in {first['seconds']} s), peak memory {first['peak_pss_mb']} MB"
+        f"contacts import: {first['rows_per_s']:,} rows/s ({first['rows']:,} rows in {first['seconds']} s),"
+        f" peak memory {first['peak_pss_mb']} MB"
     )
     again = report["contacts_reimport"] = import_with_cli(url, "contacts", "import", str(customers))
     say(f"contacts re-import (all updates): {again['rows_per_s']:,} rows/s, peak memory {again['peak_pss_mb']} MB")
@@ -306,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     for channel, path, key in (("pos", pos, "pos_events_import"), ("call_centre", calls, "call_centre_events_import")):
         result = report[key] = import_with_cli(url, "events", "import", str(path), "--channel", channel)
         say(
-            f"{channel} events import: {result['rows_per_s']:,} rows/s ({result['rows']:,} rows), peak memory {result['peak_pss_mb']} MB"
+            f"{channel} events import: {result['rows_per_s']:,} rows/s ({result['rows']:,} rows),"
+            f" peak memory {result['peak_pss_mb']} MB"
         )
 
     counts, _, _ = run_measured(worker("counts", url))
@@ -318,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     report["naive_three_condition_count"] = naive_count
     three = counts["three conditions (locale, attribute, interest)"]
     say(
-        f"  naive three-condition count (every contact through Python): {naive_count['seconds']:.3f} s, count {naive_count['count']:,}"
+        f"  naive three-condition count (every contact through Python): {naive_count['seconds']:.3f} s,"
+        f" count {naive_count['count']:,}"
         f" — {naive_count['seconds'] / max(three['seconds'], 1e-6):.0f}x slower"
     )
     if naive_count["count"] != three["count"]:

@@ -9,7 +9,10 @@ from segments.imports import FileProblem, RejectList, import_contacts
 from segments.models import Consent, Contact, Identity, Interest
 from segments.suppressions import suppress
 
-HEADER = "email,first_name,last_name,locale,timezone,phone,id:pos,attr:city,attr:zip,attr:visits,interest:pizza,consent:marketing\n"
+HEADER = (
+    "email,first_name,last_name,locale,timezone,phone,id:pos,attr:city,attr:zip,attr:visits,"
+    "interest:pizza,consent:marketing\n"
+)
 
 
 def run(session, text: str | bytes, **kwargs):
