@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from markupsafe import Markup
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campaigns.models import Campaign, Run
@@ -36,11 +36,11 @@ from content.rendering import (
 from content.selection import Candidate, Choice, Recipient, Selector, SlotSpec, locale_chain, normalize_locale
 from delivery import ledger
 from delivery.message import Address, MessageTemplate, new_message_id, sending_domain
-from delivery.models import Delivery, ShownBlock
+from delivery.models import ShownBlock
 from delivery.tracking import LinkSigner, register_links
 from segments.db import utcnow
 from segments.interests import decayed_score
-from segments.models import Consent, Contact, Interest, Suppression
+from segments.models import Consent, Contact, Interest
 
 PROFILING = "profiling"
 CLOCK_STEP = timedelta(minutes=1)  # how often a running send re-reads the clock for validity windows
@@ -103,6 +103,7 @@ class Assembly:
         self.campaign_id = run.campaign_id
         self.definition = session.get(Campaign, run.campaign_id).definition
         self.campaign = {"name": self.definition["name"]}
+        self.cap = ledger.FrequencyCap.from_definition(self.definition.get("frequency_cap"))
         self.signer, self.inliner, self.half_life_days, self.sign = signer, inliner, half_life_days, sign
         self.now = now or utcnow()
         layout = session.get(LayoutVersion, run.content["layout_version"])
@@ -289,24 +290,12 @@ def load_profiles(session: Session, contact_ids: list[int], assembly: Assembly, 
             Contact.locale,
             Contact.timezone,
             Contact.attributes,
-            Contact.status,
-            Suppression.reason,
-        )
-        .outerjoin(Suppression, Suppression.email == Contact.email)
-        .where(Contact.id.in_(contact_ids))
+        ).where(Contact.id.in_(contact_ids))
     ).all()
-    capped = _capped(session, contact_ids, assembly.definition.get("frequency_cap"), now)
+    # Suppressed, unsubscribed or capped since planning: the same checks planning made.
+    skips = ledger.skip_reasons(session, contact_ids, assembly.cap, now)
     profiles = {}
-    for contact_id, email, first, last, locale, timezone, attributes, status, suppressed in rows:
-        skip = (
-            "no email address"
-            if not email
-            else f"contact status: {status}"
-            if status != "active"
-            else f"suppressed: {suppressed}"
-            if suppressed
-            else capped.get(contact_id)
-        )
+    for contact_id, email, first, last, locale, timezone, attributes in rows:
         contact = {
             "email": email,
             "first_name": first,
@@ -321,22 +310,8 @@ def load_profiles(session: Session, contact_ids: list[int], assembly: Assembly, 
             seen=frozenset(seen.get(contact_id, ())),
             profiling_consent=contact_id in consented,
         )
-        profiles[contact_id] = Profile(contact, recipient, skip)
+        profiles[contact_id] = Profile(contact, recipient, skips.get(contact_id))
     return profiles
-
-
-def _capped(session: Session, contact_ids: list[int], cap: dict | None, now: datetime) -> dict[int, str]:
-    """The contacts a frequency cap holds back now (another run may have sent since planning)."""
-    if not cap:
-        return {}
-    limit = ledger.FrequencyCap(cap["max"], cap["days"])
-    rows = session.execute(
-        select(Delivery.contact_id)
-        .where(Delivery.contact_id.in_(contact_ids), Delivery.status == "sent", Delivery.sent_at >= limit.since(now))
-        .group_by(Delivery.contact_id)
-        .having(func.count() >= limit.limit)
-    )
-    return {contact_id: limit.reason() for (contact_id,) in rows}
 
 
 def _candidate(version: BlockVersion, key: str, locale: str) -> Candidate:

@@ -106,8 +106,7 @@ def plan_run(session_factory, run_id: int, *, half_life_days: float, now: dateti
         dialect = session.get_bind().dialect.name
         audience = compile_rules(run.rules, dialect_name=dialect, now=now, half_life_days=half_life_days)
         audience = audience & (Contact.status != "deleted")
-        cap = definition.get("frequency_cap")
-        cap = ledger.FrequencyCap(cap["max"], cap["days"]) if cap else None
+        cap = ledger.FrequencyCap.from_definition(definition.get("frequency_cap"))
         after = ledger.last_planned(session, run_id)
         while run.state == "planning":
             last = ledger.plan_page(session, run_id, audience, after=after, page_size=PLAN_PAGE, cap=cap, now=now)
@@ -123,7 +122,7 @@ def plan_run(session_factory, run_id: int, *, half_life_days: float, now: dateti
 
 def claim_ownership(session: Session, run: Run) -> None:
     """Record this process as the one driving the run."""
-    run.owner = f"{socket.gethostname()}:{os.getpid()}"
+    run.owner = _me()
     run.heartbeat_at = utcnow()
 
 

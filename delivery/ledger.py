@@ -39,18 +39,14 @@ class FrequencyCap:
     def reason(self) -> str:
         return f"frequency cap: {self.limit} message(s) in {self.days:g} day(s) already"
 
+    @classmethod
+    def from_definition(cls, cap: dict | None) -> FrequencyCap | None:
+        """The cap a campaign definition's ``frequency_cap`` ({max, days}) sets, if any."""
+        return cls(cap["max"], cap["days"]) if cap else None
 
-def plan_page(
-    session: Session,
-    run_id: int,
-    audience: ColumnElement[bool],
-    *,
-    after: int,
-    page_size: int,
-    cap: FrequencyCap | None,
-    now: datetime,
-) -> int | None:
-    """Write the ledger rows for the next page of the audience after contact ``after``; the page's last id."""
+
+def _skip_reason(cap: FrequencyCap | None, now: datetime) -> ColumnElement:
+    """Why a contact must not get the message now, or NULL: over ``contacts LEFT JOIN suppressions``."""
     reasons = [
         (Contact.email.is_(None), "no email address"),
         (Contact.status != "active", literal("contact status: ", String()) + Contact.status),
@@ -63,12 +59,28 @@ def plan_page(
             .scalar_subquery()
         )
         reasons.append((recent >= cap.limit, literal(cap.reason(), String())))
-    skip_reason = case(*((condition, reason) for condition, reason in reasons), else_=None)
+    return case(*reasons, else_=None)
+
+
+def _with_suppressions(statement):
+    return statement.select_from(Contact).outerjoin(Suppression, Suppression.email == Contact.email)
+
+
+def plan_page(
+    session: Session,
+    run_id: int,
+    audience: ColumnElement[bool],
+    *,
+    after: int,
+    page_size: int,
+    cap: FrequencyCap | None,
+    now: datetime,
+) -> int | None:
+    """Write the ledger rows for the next page of the audience after contact ``after``; the page's last id."""
+    skip_reason = _skip_reason(cap, now)
     status = case((skip_reason.is_(None), "pending"), else_="skipped")
     page = (
-        select(literal(run_id), Contact.id, status, skip_reason, Contact.email, literal(0))
-        .select_from(Contact)
-        .outerjoin(Suppression, Suppression.email == Contact.email)
+        _with_suppressions(select(literal(run_id), Contact.id, status, skip_reason, Contact.email, literal(0)))
         .where(audience, Contact.id > after)
         .order_by(Contact.id)
         .limit(page_size)
@@ -76,6 +88,15 @@ def plan_page(
     columns = ["run_id", "contact_id", "status", "reason", "email", "attempts"]
     statement = Delivery.__table__.insert().from_select(columns, page).returning(Delivery.__table__.c.contact_id)
     return max(session.scalars(statement), default=None)
+
+
+def skip_reasons(
+    session: Session, contact_ids: Sequence[int], cap: FrequencyCap | None, now: datetime
+) -> dict[int, str]:
+    """The claimed contacts that must be skipped after all, checked again as planning did: id -> reason."""
+    reason = _skip_reason(cap, now)
+    rows = session.execute(_with_suppressions(select(Contact.id, reason)).where(Contact.id.in_(contact_ids)))
+    return {contact_id: why for contact_id, why in rows if why is not None}
 
 
 def last_planned(session: Session, run_id: int) -> int:
