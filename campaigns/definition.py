@@ -17,7 +17,7 @@ from jinja2 import TemplateSyntaxError
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from content.rendering import check_template
-from segments.rules import RuleError, parse_rules
+from segments.rules import RuleError, error_paths, parse_rules
 
 _TAGS = fields.List(fields.String(), load_default=list)
 
@@ -113,12 +113,6 @@ def load_definition(path: Path | str) -> dict[str, Any]:
     return parse_definition(data, str(path))
 
 
-def _describe(messages, prefix: str = "") -> str:
-    """Every marshmallow error as ``field.path: message``, joined."""
-    if isinstance(messages, dict):
-        return "; ".join(_describe(inner, f"{prefix}.{key}" if prefix else str(key)) for key, inner in messages.items())
-    if isinstance(messages, list):
-        return "; ".join(
-            f"field '{prefix}': {str(m).rstrip('.')}" if isinstance(m, str) else _describe(m, prefix) for m in messages
-        )
-    return f"field '{prefix}': {messages}"
+def _describe(messages) -> str:
+    """Every marshmallow error as ``field 'path': message``, joined."""
+    return "; ".join(f"field '{path}': {message.rstrip('.')}" for path, message in error_paths(messages))

@@ -29,6 +29,7 @@ from content.models import Block, BlockVersion, Layout, LayoutVersion, Pack
 from content.rendering import check_template
 from content.selection import normalize_locale
 from segments.db import utcnow
+from segments.rules import error_paths
 
 MANIFEST = "pack.yaml"
 _KEY = validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,63}$", error="must be lowercase letters, digits and '-' (at most 64)")
@@ -353,22 +354,10 @@ def _inside(root: Path, name: str, field_name: str) -> Path:
     return root / name
 
 
-def _first_problem(path: str, messages, prefix: str = "") -> Problem:
+def _first_problem(path: str, messages) -> Problem:
     """The first marshmallow error as a Problem with a dotted field path."""
-    if isinstance(messages, dict):
-        name, inner = next(iter(messages.items()))
-        if name in ("key", "value") and prefix:  # a Dict field's entry: the path already names it
-            return _first_problem(path, inner, prefix)
-        dotted = (
-            f"{prefix}.{name}"
-            if prefix and not isinstance(name, int)
-            else (f"{prefix}[{name}]" if prefix else str(name))
-        )
-        return _first_problem(path, inner, dotted)
-    message = messages[0] if isinstance(messages, list) and messages else str(messages)
-    if isinstance(message, dict):
-        return _first_problem(path, message, prefix)
-    return Problem(path, str(message).rstrip("."), None, prefix or None)
+    field_path, message = error_paths(messages)[0]
+    return Problem(path, message.rstrip("."), None, field_path or None)
 
 
 def _line_of(front: str, dotted: str | None) -> int | None:

@@ -423,6 +423,16 @@ def _check_size(data: Any) -> None:
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
+# marshmallow files a Dict field's errors under "key" or "value" below the entry
+# (``interests.pizza.value``); a list index (``layouts[0].key``) is not an entry.
+_DICT_ENTRY_MARKER = re.compile(r"(?<![0-9]\])\.(?:key|value)(?=$|[.\[])")
+
+
+def error_paths(messages: Any) -> list[tuple[str, str]]:
+    """Any marshmallow schema's errors as (``layouts[0].slots``, message) pairs, without Dict entry markers."""
+    return [(_DICT_ENTRY_MARKER.sub("", path), message) for path, message in _flatten(messages)]
+
+
 def _flatten(messages: Any, path: str = "") -> list[tuple[str, str]]:
     """marshmallow's nested error dict as (``all[2].op``, message) pairs."""
     if isinstance(messages, str):
