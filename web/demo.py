@@ -15,6 +15,7 @@ from campaigns.runs import ACTIVE_STATES, create_campaign, latest_run, prepare_r
 from campaigns.runs import status as run_status
 from content.models import Block, BlockVersion
 from delivery.models import Delivery
+from delivery.transports import OutboxTransport, open_transport, redact_url
 from segments.db import utcnow
 from segments.imports import import_contacts, import_events
 from segments.models import Contact, Event, Identity, Interest
@@ -134,10 +135,11 @@ def _send_weekly(session, examples_dir: Path) -> None:
 
 
 def _where(app) -> str:
+    """Where the delivery URL sends, as the transports read it (a password never shown)."""
     url = app.config["PATRON_DELIVERY_URL"]
-    if url.startswith("outbox:"):
-        return f"the outbox {url.removeprefix('outbox:').removeprefix('//') or Path(app.instance_path) / 'outbox'}"
-    return url.split("@")[-1]
+    transport = open_transport(url, instance_path=Path(app.instance_path))
+    transport.close()
+    return f"the outbox {transport.path}" if isinstance(transport, OutboxTransport) else redact_url(url)
 
 
 def _show_audience(session) -> None:
