@@ -59,12 +59,18 @@ def add_contacts(session, people: Iterable[dict]) -> list[Contact]:
     return contacts
 
 
+# The parts of a campaign file every test shares: everyone with marketing consent, the test pack's layout.
+CAMPAIGN = {
+    "name": "Weekly",
+    "rules": {"consent": "marketing", "op": "eq", "value": True},
+    "layout": "mail",
+    "from": "Corner Shop <news@shop.example.com>",
+}
+
+
 def add_campaign(session, **overrides):
     definition = {
-        "name": "Weekly",
-        "rules": {"consent": "marketing", "op": "eq", "value": True},
-        "layout": "mail",
-        "from": "Corner Shop <news@shop.example.com>",
+        **CAMPAIGN,
         "reply_to": "help@shop.example.com",
         "subject": {
             "en": "{{ contact.first_name | fallback('Hello') }}, this week",

@@ -6,19 +6,12 @@ import json
 
 import yaml
 
-from tests.campaigns.conftest import add_contacts
+from tests.campaigns.conftest import CAMPAIGN, add_contacts
 from tests.packs import block, write_pack
 
 
 def campaign_file(tmp_path, **overrides):
-    definition = {
-        "name": "Weekly",
-        "rules": {"consent": "marketing", "op": "eq", "value": True},
-        "layout": "mail",
-        "from": "Corner Shop <news@shop.example.com>",
-        "subject": "Hi {{ contact.first_name }}",
-    }
-    definition.update(overrides)
+    definition = {**CAMPAIGN, "subject": "Hi {{ contact.first_name }}", **overrides}
     path = tmp_path / "campaign.yaml"
     path.write_text(yaml.safe_dump(definition), encoding="utf-8")
     return path
