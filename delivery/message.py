@@ -3,8 +3,10 @@
 A :class:`MessageTemplate` encodes once what every message of a campaign shares (From, Reply-To,
 Feedback-ID, the unsubscribe mailbox); :meth:`MessageTemplate.build` adds one recipient's headers and
 a multipart/alternative body (text, then HTML, both UTF-8 quoted-printable) and returns what SMTP
-wants: 7-bit bytes with CRLF line ends, header lines folded at 78 characters where possible, body
-lines never over 76.
+wants: bytes with CRLF line ends, header lines folded at 78 characters where possible and never over
+998 octets (RFC 5322), body lines never over 76 (RFC 2045). The bytes are 7-bit unless an address has
+a non-ASCII local part (``jürgen@example.de``): that address is written in UTF-8 as RFC 6532 allows,
+and such a message can only be sent through a server that offers SMTPUTF8 (RFC 6531).
 
 CR, LF and NUL never reach a header. In display names and subjects they become spaces (recipient
 data must not stop a send); in addresses, message ids, URLs, language tags and the feedback id
@@ -25,6 +27,9 @@ from email.utils import format_datetime
 from itertools import chain
 
 HEADER_LINE = 78  # RFC 5322: header lines SHOULD stay within 78 characters
+MAX_LINE = 998  # RFC 5322: a line MUST NOT exceed 998 octets (SMTP's 1000 with the CRLF)
+MAX_LOCAL_PART = 64  # RFC 5321 4.5.3.1.1, in octets
+MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: a path is at most 256 octets, "<" and ">" included
 QP_LINE = 76  # RFC 2045: quoted-printable lines MUST stay within 76 characters
 _EW_BYTES = 42  # UTF-8 bytes per encoded word: "=?utf-8?b?" + 56 base64 characters + "?=" is 68
 
@@ -32,6 +37,9 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
 _DOMAIN = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
 _LOCAL_PART = re.compile(_DOT_ATOM)
+# RFC 6532: atext extended with any non-ASCII character (printable ones only: see header_email).
+_UTF8_ATEXT = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])"
+_UTF8_LOCAL_PART = re.compile(rf"{_UTF8_ATEXT}+(?:\.{_UTF8_ATEXT}+)*")
 _ASCII_DOMAIN = re.compile(_DOMAIN)
 _ADDR_SPEC = re.compile(rf"{_DOT_ATOM}@{_DOMAIN}")
 # Atoms without "=": a name written this way can never be mistaken for an encoded word.
@@ -68,25 +76,42 @@ class HeaderError(ValueError):
     """A value that cannot be put in a header safely: an address without @, a URL with a line break…"""
 
 
-def ascii_email(email: str) -> str:
-    """The address as written in headers and the SMTP envelope: checked, with an IDN domain in IDNA form."""
+def header_email(email: str) -> str:
+    """The address as written in headers and the SMTP envelope: checked, with an IDN domain in IDNA form.
+
+    A non-ASCII local part stays as it is, in UTF-8 (RFC 6532): only a server that offers SMTPUTF8
+    takes it. Lengths are RFC 5321's: at most 64 octets before the "@" and 254 in all.
+    """
     if _ADDR_SPEC.fullmatch(email):
-        return email
+        if len(email) <= MAX_ADDRESS and email.rindex("@") <= MAX_LOCAL_PART:
+            return email
+        raise HeaderError(f"an address is at most {MAX_ADDRESS} octets, {MAX_LOCAL_PART} before the @: {email!r}")
     local, at, domain = email.rpartition("@")
-    if at and not domain.isascii() and _LOCAL_PART.fullmatch(local):
+    if at and not domain.isascii():
         try:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError:
-            pass
-        else:
-            if _ASCII_DOMAIN.fullmatch(domain):
-                return f"{local}@{domain}"
-    raise HeaderError(f"not an address Patron can write in a header: {email!r}")
+            domain = ""
+    local_ok = _LOCAL_PART.fullmatch(local) or (_UTF8_LOCAL_PART.fullmatch(local) and local.isprintable())
+    if not (at and local_ok and _ASCII_DOMAIN.fullmatch(domain)):
+        raise HeaderError(f"not an address Patron can write in a header: {email!r}")
+    local_octets = len(local.encode("utf-8"))
+    if local_octets > MAX_LOCAL_PART or local_octets + 1 + len(domain) > MAX_ADDRESS:
+        raise HeaderError(f"an address is at most {MAX_ADDRESS} octets, {MAX_LOCAL_PART} before the @: {email!r}")
+    return f"{local}@{domain}"
+
+
+def ascii_email(email: str) -> str:
+    """:func:`header_email`, for where only ASCII will do: HeaderError if the local part is not ASCII."""
+    address = header_email(email)
+    if not address.isascii():
+        raise HeaderError(f"{email!r} has a non-ASCII local part: only an SMTPUTF8 server takes it")
+    return address
 
 
 def sending_domain(address: Address) -> str:
     """The domain an address sends from (lower case, ASCII): for Message-ID and the DKIM d= tag."""
-    return ascii_email(address.email).rpartition("@")[2].lower()
+    return header_email(address.email).rpartition("@")[2].lower()
 
 
 def new_message_id(domain: str) -> str:
@@ -161,14 +186,14 @@ class MessageTemplate:
         boundary = "=_" + secrets.token_hex(12)  # "=_" never occurs in quoted-printable output
         head = (
             f"Date: {_date(date)}\r\n{self._from}{_fold('To: ' + _mailbox(to))}{self._reply_to}"
-            f"{_fold('Subject: ' + _unstructured(_no_breaks(subject)))}Message-ID: {message_id}\r\n"
+            f"{_fold('Subject: ' + _unstructured(_no_breaks(subject)))}{_fold('Message-ID: ' + message_id)}"
             f"MIME-Version: 1.0\r\n{self._language(language)}{unsubscribe}\r\n{self._constant}"
             f'Content-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
             f"--{boundary}\r\n{_TEXT_PART}"
         )
         return b"".join(
             (
-                head.encode("ascii"),
+                head.encode("utf-8"),  # ASCII but for a UTF-8 address (RFC 6532)
                 quoted_printable(text),
                 f"\r\n--{boundary}\r\n{_HTML_PART}".encode("ascii"),
                 quoted_printable(html),
@@ -183,13 +208,13 @@ class MessageTemplate:
                 raise HeaderError(f"not a language tag list like 'es' or 'es, en': {language!r}")
             if len(self._languages) > 256:  # a campaign has a handful; never grow without bound
                 self._languages.clear()
-            line = self._languages[language] = f"Content-Language: {language}\r\n"
+            line = self._languages[language] = _fold(f"Content-Language: {language}")
         return line
 
 
 def _mailbox(address: Address) -> str:
     """``name <email>`` with the name as atoms, a quoted string or encoded words, whichever is exact."""
-    spec = ascii_email(address.email)
+    spec = header_email(address.email)
     if not address.name:
         return spec
     name = _no_breaks(address.name)
@@ -248,7 +273,10 @@ def _encoded_words(value: str) -> str:
 
 
 def _fold(line: str) -> str:
-    """The header line with CRLF, folded before spaces so that lines stay within 78 where possible."""
+    """The header line with CRLF, folded before spaces so that lines stay within 78 where possible.
+
+    HeaderError if a piece that cannot be folded is over 998 octets: no receiver has to take it.
+    """
     if len(line) <= HEADER_LINE:
         return line + "\r\n"
     pieces = []
@@ -267,6 +295,10 @@ def _fold(line: str) -> str:
         pieces.append(line[start:cut])
         start = cut
     pieces.append(line[start:])
+    for piece in pieces:
+        if len(piece) > MAX_LINE // 4 and len(piece.encode("utf-8", "replace")) > MAX_LINE:
+            field = line.partition(":")[0]
+            raise HeaderError(f"the {field} header would have a line over {MAX_LINE} octets: {piece[:60]!r}…")
     return "\r\n".join(pieces) + "\r\n"
 
 

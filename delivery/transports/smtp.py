@@ -7,6 +7,11 @@ After a refused transaction smtplib itself sends RSET (or closes on 421), so the
 usable for the next recipient. ``max_rate`` is messages per second across all workers: each
 instance paces itself to ``max_rate / workers``.
 
+A message to or from an address with a non-ASCII local part (UTF-8 in the envelope and headers, RFC
+6532) goes with ``SMTPUTF8`` and ``BODY=8BITMIME`` (RFC 6531) when the server offers SMTPUTF8; when it
+does not, that recipient fails permanently, saying so, and the others go on. Everything else is sent
+as plain 7-bit SMTP, without the extension.
+
 Not thread-safe, on purpose: a worker thread or process opens its own transport, so no locking.
 """
 
@@ -21,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qsl, unquote
 
-from delivery.message import HeaderError, ascii_email
+from delivery.message import HeaderError, header_email
 from delivery.transports.base import DeliveryError, PermanentError, TransientError, Transport
 
 SECURITY = ("none", "starttls", "ssl")
@@ -118,17 +123,18 @@ class SmtpTransport(Transport):
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
         try:  # also what keeps CR and LF out of the MAIL and RCPT commands
-            sender, recipient = ascii_email(sender), ascii_email(recipient)
-        except HeaderError as exc:  # including a non-ASCII local part, which would need SMTPUTF8
+            sender, recipient = header_email(sender), header_email(recipient)
+        except HeaderError as exc:
             raise PermanentError(str(exc)) from None
+        utf8 = not (sender.isascii() and recipient.isascii() and _header_section(message).isascii())
         if self._pacer is not None:
             self._pacer.wait()
         try:
-            self._transaction(sender, recipient, message)
+            self._transaction(sender, recipient, message, utf8)
         except _Dropped:
             self._discard()
             try:  # once more on a fresh connection: the server may have closed an idle one
-                self._transaction(sender, recipient, message)
+                self._transaction(sender, recipient, message, utf8)
             except _Dropped as exc:
                 self._discard()
                 raise TransientError(f"{self.host}:{self.port} dropped the connection twice: {exc.__cause__}") from None
@@ -142,10 +148,18 @@ class SmtpTransport(Transport):
             except (smtplib.SMTPException, OSError):
                 connection.close()
 
-    def _transaction(self, sender: str, recipient: str, message: bytes) -> None:
+    def _transaction(self, sender: str, recipient: str, message: bytes, utf8: bool) -> None:
         connection = self._connect()
+        options: tuple[str, ...] = ()
+        if utf8:
+            if not connection.has_extn("smtputf8"):
+                raise PermanentError(
+                    f"{recipient}: the message has a non-ASCII address, which needs SMTPUTF8, "
+                    f"and {self.host}:{self.port} does not offer it"
+                )
+            options = ("SMTPUTF8", "BODY=8BITMIME")
         try:
-            connection.sendmail(sender, [recipient], message)
+            connection.sendmail(sender, [recipient], message, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = exc.recipients.get(recipient) or next(iter(exc.recipients.values()))
             raise _reply_error(code, reply, recipient) from None
@@ -212,6 +226,11 @@ class SmtpTransport(Transport):
         if self._ssl_context is None:
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
+
+
+def _header_section(message: bytes) -> bytes:
+    end = message.find(b"\r\n\r\n")
+    return message if end == -1 else message[:end]
 
 
 def _reply_error(code: int, reply: bytes | str, recipient: str) -> DeliveryError:

@@ -3,7 +3,8 @@
 It keeps every message it accepts, counts connections, and can be told to refuse the next messages
 for a recipient with a given reply ("451 4.7.1 try later", "550 5.1.1 no such user") or to drop the
 connection, in the middle of a transaction or while idle. Use the ``smtp_server`` fixture, or
-``with SmtpServer(credentials=("user", "secret")) as server:`` for one that requires a login.
+``with SmtpServer(credentials=("user", "secret")) as server:`` for one that requires a login, or
+``SmtpServer(smtputf8=True)`` for one that offers SMTPUTF8 (RFC 6531; aiosmtpd's default is not to).
 Import the fixture where it is needed: ``from tests.delivery.smtp_server import smtp_server``.
 """
 
@@ -20,11 +21,13 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
 @dataclass(frozen=True)
 class Received:
-    """One accepted message: the envelope and the content bytes as they arrived (dots unstuffed)."""
+    """One accepted message: the envelope, its MAIL FROM parameters and the content bytes as they
+    arrived (dots unstuffed)."""
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
     content: bytes
+    mail_options: tuple[str, ...] = ()
 
 
 class _Handler:
@@ -48,7 +51,9 @@ class _Handler:
 
     async def handle_DATA(self, smtp, session, envelope):
         with self.server._lock:
-            self.server.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content))
+            self.server.messages.append(
+                Received(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content, tuple(envelope.mail_options))
+            )
         return "250 2.0.0 accepted"
 
 
@@ -96,7 +101,7 @@ class SmtpServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, *, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, *, credentials: tuple[str, str] | None = None, smtputf8: bool = False) -> None:
         self.messages: list[Received] = []
         self.ehlos = 0
         self._lock = threading.Lock()
@@ -104,9 +109,9 @@ class SmtpServer:
         self._drops = 0
         self._open: set[_Smtp] = set()
         self.logins: Counter[str] = Counter()
-        options = {}
+        options: dict = {"enable_SMTPUTF8": smtputf8}
         if credentials is not None:
-            options = {"authenticator": self._authenticator(credentials), "auth_require_tls": False}
+            options |= {"authenticator": self._authenticator(credentials), "auth_require_tls": False}
         self._controller = _Controller(self, **options)
 
     @property
