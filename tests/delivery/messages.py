@@ -1,12 +1,17 @@
-"""One message built the way the tests build it: its template, its values, and the parser that reads it."""
+"""One message built the way the tests build it: its template, its values, the parser that reads it, and
+the check that its lines keep to the RFC limits."""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import re
 from email.message import EmailMessage
 
 from delivery.message import Address, MessageTemplate
+
+BODY_LINE = 76  # RFC 2045 6.7 (quoted-printable) and 6.8 (base64)
+LINE = 998  # RFC 5322 2.1.1
 
 SENDER = Address("news@shop.example.com", "Shop News")
 REPLY_TO = Address("help@shop.example.com", "Shop Help")
@@ -63,3 +68,21 @@ def crlf(text: str) -> str:
 def parts(message: EmailMessage) -> tuple[str, str]:
     text, html = message.iter_parts()
     return text.get_content(), html.get_content()
+
+
+def lines(data: bytes) -> list[bytes]:
+    """The lines of a message, split at CRLF; a lone CR or LF in them would be a fault of its own."""
+    assert data.endswith(b"\r\n")
+    return data[:-2].split(b"\r\n")
+
+
+def assert_within_limits(data: bytes) -> None:
+    """Every line of the message within 998 octets; every line of an encoded body within 76."""
+    every_line = lines(data)
+    assert not [line for line in every_line if b"\r" in line or b"\n" in line]
+    assert max(map(len, every_line)) <= LINE
+    message = parse(data)
+    for part in message.walk():
+        if not part.is_multipart() and part["Content-Transfer-Encoding"] in ("quoted-printable", "base64"):
+            body = part.get_payload()  # as sent, still encoded
+            assert max(map(len, re.split(r"\r\n|\n", body))) <= BODY_LINE, part.get_content_type()

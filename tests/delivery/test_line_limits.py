@@ -16,10 +16,18 @@ from hypothesis import strategies as st
 
 from delivery.dkim import DkimSigner
 from delivery.message import Address, HeaderError, quoted_printable
-from tests.delivery.messages import BODIES, URL, build, crlf, parse, parts, template
-
-BODY_LINE = 76  # RFC 2045 6.7 (quoted-printable) and 6.8 (base64)
-LINE = 998  # RFC 5322 2.1.1
+from tests.delivery.messages import (
+    BODIES,
+    BODY_LINE,
+    URL,
+    assert_within_limits,
+    build,
+    crlf,
+    lines,
+    parse,
+    parts,
+    template,
+)
 
 SCRIPTS = {
     "ASCII": (0x20, 0x7E),
@@ -49,24 +57,6 @@ LINES = st.lists(st.builds("".join, st.lists(PIECES, max_size=10)), max_size=12)
 TEXTS = st.builds(lambda lines, end: end.join(lines), LINES, LINE_ENDS)
 TAGS = st.sampled_from(["<p>", "</p>", "<b>", "</b>", '<a href="https://x.example/?a=1&amp;b=2">', "</a>", "<br>"])
 HTMLS = st.builds(lambda pieces: "<html><body>" + "".join(pieces) + "</body></html>", st.lists(st.one_of(TEXTS, TAGS)))
-
-
-def lines(data: bytes) -> list[bytes]:
-    """The lines of a message, split at CRLF; a lone CR or LF in them would be a fault of its own."""
-    assert data.endswith(b"\r\n")
-    return data[:-2].split(b"\r\n")
-
-
-def assert_within_limits(data: bytes) -> None:
-    """Every line of the message within 998 octets; every line of an encoded body within 76."""
-    every_line = lines(data)
-    assert not [line for line in every_line if b"\r" in line or b"\n" in line]
-    assert max(map(len, every_line)) <= LINE
-    message = parse(data)
-    for part in message.walk():
-        if not part.is_multipart() and part["Content-Transfer-Encoding"] in ("quoted-printable", "base64"):
-            body = part.get_payload()  # as sent, still encoded
-            assert max(map(len, re.split(r"\r\n|\n", body))) <= BODY_LINE, part.get_content_type()
 
 
 @settings(max_examples=150, deadline=None)

@@ -21,9 +21,8 @@ from delivery.models import Delivery
 from delivery.transports import PermanentError, open_transport
 from tests.campaigns import conftest as campaign_fixtures
 from tests.campaigns.conftest import add_campaign, add_contacts, worker_config
-from tests.delivery.messages import build, parse, parts
+from tests.delivery.messages import assert_within_limits, build, parse, parts
 from tests.delivery.smtp_server import SmtpServer
-from tests.delivery.test_line_limits import assert_within_limits
 
 pack = campaign_fixtures.pack  # the fixture: the campaigns tests' pack, imported
 
