@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import column, insert, select, table
 
-from segments.db import make_session_factory
+from segments.compiler import count_contacts
+from segments.db import make_session_factory, utcnow
 from segments.imports import RejectList, import_contacts, import_events
 from segments.models import Contact, Event, Suppression
 from tests.conftest import empty_tables
@@ -107,6 +108,17 @@ def test_suppressing_any_spelling_suppresses_the_contact(runner, tmp_path, sessi
     assert result.exit_code == 0, result.output
     assert session.scalars(select(Suppression.email)).all() == ["jonas@bücher.example"]
     assert session.scalars(select(Contact.status)).one() == "complained"
+
+
+def test_a_segment_rule_finds_the_contact_by_any_spelling_of_the_address(session):
+    contacts_import(session, "email\njonas@bücher.example\nana@example.com\n")
+    for rule, expected in [
+        ({"field": "email", "op": "eq", "value": "Jonas@XN--BCHER-KVA.example"}, 1),
+        ({"field": "email", "op": "in", "value": ["JONAS@BÜCHER.EXAMPLE", "Ana@Example.com"]}, 2),
+        ({"field": "email", "op": "ne", "value": "jonas@xn--bcher-kva.example"}, 1),
+        ({"field": "email", "op": "startswith", "value": "JONAS@"}, 1),
+    ]:
+        assert count_contacts(session, rule, now=utcnow(), half_life_days=30) == expected, rule
 
 
 # Letters with one lower-case and one upper-case form each (no ß, no final
