@@ -196,34 +196,54 @@ def test_events_json_lines_count_every_line(session):
 KINDS = st.sampled_from(["valid", "multi_line", "bad", "too_many", "stray"])
 
 
+CONTACTS_HEADER = "email,first_name,attr:tier,attr:address"
+EVENTS_HEADER = "email,id,type,occurred_at,prop:address"
+
+
+def contact_cells(i: int) -> list[str]:
+    return [f"u{i}@example.com", f"N{i}", f"t{i}", f"Road {i}"]
+
+
+def event_cells(i: int) -> list[str]:
+    return [f"u{i % 5}@example.com", f"E{i}", "purchase", "2026-11-01T10:00:00Z", f"Road {i}"]
+
+
 @st.composite
-def csv_files(draw):
+def csv_files(draw, header: str, cells_of):
+    """A CSV of random rows and, per valid row, its key (first two cells) and its address (the last cell).
+
+    ``cells_of(i)`` gives row i's cells: an email address first, the address (an attribute or property) last.
+    """
     kinds = draw(st.lists(KINDS, min_size=1, max_size=40))
-    lines, valid = ["email,first_name,attr:address,attr:tier"], {}
+    lines, valid = [header], {}
     for i, kind in enumerate(kinds):
-        email, name, tier = f"u{i}@example.com", f"N{i}", f"t{i}"
+        cells = cells_of(i)
+        key = (cells[0], cells[1])
         if kind == "valid":
-            address = draw(st.sampled_from([f"Road {i}", f'"Road {i}, flat 2"', ""]))
-            lines.append(f"{email},{name},{address},{tier}")
-            valid[email] = address.strip('"')
+            cells[-1] = draw(st.sampled_from([cells[-1], f'"{cells[-1]}, flat 2"', ""]))
+            valid[key] = cells[-1].strip('"')
         elif kind == "multi_line":
-            lines.append(f'{email},{name},"Calle {i}\n{"Piso 2" * draw(st.integers(1, 3))}",{tier}')
-            valid[email] = lines[-1].split('"')[1]
+            cells[-1] = f"Calle {i}\n{'Piso 2' * draw(st.integers(1, 3))}"
+            valid[key] = cells[-1]
+            cells[-1] = f'"{cells[-1]}"'
         elif kind == "bad":
-            lines.append(f"not-an-email-{i},{name},Road,{tier}")
+            cells[0] = f"not-an-email-{i}"
         elif kind == "too_many":
-            lines.append(f"{email},{name},Road,{tier},surplus")
+            cells.append("surplus")
         else:
-            cells = [email, name, f"Road {i}", tier]
-            column = draw(st.integers(0, 3))
+            column = draw(st.integers(0, len(cells) - 1))
             at = draw(st.integers(0, len(cells[column])))
             cells[column] = cells[column][:at] + '"' + cells[column][at:]
-            lines.append(",".join(cells))
-    return "\n".join(lines) + "\n", valid
+        lines.append(",".join(cells))
+    ending = draw(st.sampled_from(["\n", "\r\n"]))
+    return ending.join(lines) + ending, valid
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=csv_files(), batch_size=st.sampled_from([1, 3, 2000]))
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@PROPERTY
+@given(data=csv_files(CONTACTS_HEADER, contact_cells), batch_size=st.sampled_from([1, 3, 2000]))
 def test_no_row_after_a_bad_one_is_lost(engine, data, batch_size):
     text, valid = data
     empty_tables(engine)
@@ -233,6 +253,26 @@ def test_no_row_after_a_bad_one_is_lost(engine, data, batch_size):
         assert summary.lines == text.count("\n")
         assert summary.rejected == len(rejects)
         imported = dict(session.execute(select(Contact.email, Contact.attributes)).all())
-    for email, address in valid.items():
+    for (email, _name), address in valid.items():
         assert email in imported, (email, text)
         assert imported[email].get("address", "") == address
+
+
+@PROPERTY
+@given(data=csv_files(EVENTS_HEADER, event_cells), batch_size=st.sampled_from([1, 3, 2000]))
+def test_no_event_after_a_bad_one_is_lost(engine, data, batch_size):
+    text, valid = data
+    empty_tables(engine)
+    rejects = RejectList()
+    with make_session_factory(engine)() as session:
+        summary = import_events(
+            session, io.BytesIO(text.encode()), channel="pos", rejects=rejects, batch_size=batch_size
+        )
+        session.commit()
+        assert accounted_for(summary)
+        assert summary.lines == text.count("\n")
+        assert summary.rejected == len(rejects.rows)
+        imported = dict(session.execute(select(Event.external_id, Event.properties)).all())
+    for (_email, external_id), address in valid.items():
+        assert external_id in imported, (external_id, text)
+        assert imported[external_id].get("address", "") == address
