@@ -15,13 +15,14 @@ from datetime import datetime, timezone
 
 import pytest
 from alembic import command
+from email_validator import EmailNotValidError, validate_email
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import column, insert, select, table
 
 from segments.compiler import count_contacts
 from segments.db import make_session_factory, utcnow
-from segments.imports import RejectList, import_contacts, import_events
+from segments.imports import RejectList, import_contacts, import_events, values
 from segments.models import Contact, Event, Suppression
 from tests.conftest import empty_tables
 from web.db import alembic_config, upgrade
@@ -153,6 +154,32 @@ def test_any_two_spellings_of_one_address_import_as_one_contact(engine, data, lo
         both, _ = contacts_import(session, f"email\n{second}\n{first}\n")
         assert (one.created, one.rejected, two.updated, both.updated) == (1, 0, 1, 2)
         assert stored(session) == [f"{local.lower()}@{domain.lower()}"]
+
+
+def _by_email_validator_alone(address: str) -> str | None:
+    try:
+        checked = validate_email(address.strip(), check_deliverability=False, strict=True)
+    except EmailNotValidError:
+        return None
+    canonical = f"{checked.local_part.lower()}@{checked.domain}"
+    return canonical if len(canonical) <= 254 else None
+
+
+ADDRESS_PIECES = st.sampled_from(["a", "Z", "0", ".", "_", "+", "-", "@", '"', " ", "ü", "日", "xn--", "x" * 63, "é"])
+raw_addresses = st.one_of(
+    st.lists(ADDRESS_PIECES, max_size=12).map("".join),
+    st.builds("{}@{}.{}".format, st.text("aZ._-ü", min_size=1, max_size=70), labels, st.sampled_from(["com", "COM"])),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(address=raw_addresses)
+def test_the_quick_path_for_plain_local_parts_agrees_with_email_validator(address):
+    try:
+        ours = values.email(address)
+    except values.BadValue:
+        ours = None
+    assert ours == _by_email_validator_alone(address)
 
 
 def test_migration_0003_stores_idna_domains_in_unicode_and_loses_nothing(engine):
