@@ -270,8 +270,9 @@ def csv_records(text: io.TextIOWrapper) -> tuple[list[str], CsvRecords]:
     if header is None:
         raise FileProblem("the file is empty: a header row is required")
     if header.problem or header.last_line > 1:
-        problem = header.problem or f"{header.lines}: a quoted line break"
-        raise FileProblem(f"the header row cannot be read: {problem}")
+        problem = header.problem or "a quoted line break"
+        where = "" if problem.startswith("line") else f"{header.lines}: "
+        raise FileProblem(f"the header row cannot be read: {where}{problem}")
     return [name.strip() for name in header.fields], records
 
 

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
@@ -145,17 +146,30 @@ def test_a_record_past_the_character_limit_is_rejected_and_reading_goes_on(sessi
     assert emails(session) == {"b@example.com"}
 
 
-def test_a_header_with_an_unterminated_quote_stops_naming_the_line(session, runner, tmp_path):
-    import pytest
-
-    with pytest.raises(FileProblem, match="lines 1-2: unterminated quote"):
-        contacts_import(session, 'email,"first_name\na@example.com,Ann\n')
+def test_a_header_with_an_unterminated_quote_stops_naming_the_line(runner, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text('email,"first_name\na@example.com,Ann\n')
     result = runner.invoke(args=["contacts", "import", str(path)])
     assert result.exit_code == 1
     assert f"{path}: the header row cannot be read: lines 1-2: unterminated quote" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "header, message",
+    [
+        ('email,"first_name\n', "the header row cannot be read: lines 1-2: unterminated quote"),
+        ('email,"first\nname"\n', "the header row cannot be read: lines 1-2: a quoted line break"),
+        (
+            "email," + "x" * MAX_RECORD_CHARS + "\n",
+            f"the header row cannot be read: line 1: is longer than {MAX_RECORD_CHARS:,}",
+        ),
+    ],
+)
+def test_a_header_that_cannot_be_read_names_its_lines(session, header, message):
+    with pytest.raises(FileProblem, match=message):
+        contacts_import(session, header + "a@example.com,Ann\n")
+    assert emails(session) == set()
 
 
 def test_events_csv_with_a_stray_quote_loses_no_event(session):
