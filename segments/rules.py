@@ -29,6 +29,8 @@ import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load
 from marshmallow.validate import OneOf
 
+from segments.imports.values import BadValue
+from segments.imports.values import email as canonical_email
 from segments.models import CHANNEL_LENGTH, CONTACT_STATUSES, TAG_LENGTH
 from segments.rule_tree import (  # noqa: F401  (the rule tree is part of this module's interface)
     RULE_TYPES,
@@ -154,7 +156,7 @@ def _status_problem(value: Any) -> str | None:
 
 
 def _field_value(field: str, op: str, value: Any) -> Any:
-    """The checked value of a field condition; email values are lower-cased like stored emails."""
+    """The checked value of a field condition; email values are normalized like stored emails."""
     if op not in FIELD_OPS[field]:
         raise ValidationError(f"must be one of: {', '.join(FIELD_OPS[field])} for field {field!r}", "op")
     if op == "exists":
@@ -164,13 +166,24 @@ def _field_value(field: str, op: str, value: Any) -> Any:
     check = _status_problem if field == "status" and op in ("eq", "ne", "in", "not_in") else _string_problem
     if op in ("in", "not_in"):
         values = _list(value, op, check)
-        return tuple(v.lower() for v in values) if field == "email" else values
+        return tuple(email_value(v, op) for v in values) if field == "email" else values
     problem = check(value)
     if not problem and op in ("contains", "startswith") and value == "":
         problem = f"must not be empty for op {op!r}"
     if problem:
         raise _value_error(problem)
-    return value.lower() if field == "email" else value
+    return email_value(value, op) if field == "email" else value
+
+
+def email_value(value: str, op: str) -> str:
+    """An email rule's value as addresses are stored: a whole address (eq, ne, in, not_in) in canonical form, else
+    lower-cased, so that ``jonas@xn--bcher-kva.example`` finds ``jonas@bücher.example``."""
+    if op in ("eq", "ne", "in", "not_in"):
+        try:
+            return canonical_email(value)
+        except BadValue:
+            pass
+    return value.lower()
 
 
 def _attr_value(op: str, value: Any) -> Any:

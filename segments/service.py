@@ -1,7 +1,7 @@
 """Saved segments: named rule trees, checked when saved, counted when asked.
 
 A segment stores its rules as plain JSON in the grammar of
-:mod:`segments.rules` (normalised: email values lower-cased, dates as ISO-8601
+:mod:`segments.rules` (normalised: email values as addresses are stored, dates as ISO-8601
 UTC); its members are computed each time from the current audience. These are
 services: they take a ``Session``, may ``flush()``, and never ``commit()``.
 """

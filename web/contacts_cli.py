@@ -70,8 +70,10 @@ def run_import(path: Path, rejects_path: Path | None, importer, bar=None):
 
 
 def summary_line(summary) -> str:
-    """An import's counts as one line of words: ``1200 rows, 1200 created, …``."""
-    return ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in summary.as_dict().items())
+    """An import's counts as one line of words: ``1200 rows, 1200 created, …, 0 rejected (1201 lines)``."""
+    counts = summary.as_dict()
+    lines = counts.pop("lines")
+    return ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items()) + f" ({lines} lines)"
 
 
 def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str, importer) -> None:

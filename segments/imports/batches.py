@@ -20,8 +20,8 @@ DEFAULT_BATCH_SIZE = 2000
 FIRST_STATISTICS_ROWS = 20_000
 STATISTICS_ROWS = 250_000
 
-# Given the text stream: the header, the records, and the function that parses one.
-Opener = Callable[[object], tuple[list[str], Iterator[Record], Callable[[Record], object]]]
+# Given the text stream: the header, the records (CsvRecords or JsonLinesRecords), and the function that parses one.
+Opener = Callable[[object], tuple[list[str], object, Callable[[Record], object]]]
 
 
 class RejectSink(Protocol):
@@ -51,6 +51,7 @@ class ImportSummary:
     """What an import did: the ``--json`` summary."""
 
     rows: int = 0
+    lines: int = 0
     created: int = 0
     updated: int = 0
     rejected: int = 0
@@ -68,7 +69,8 @@ class Chunk:
     rows: int
     good: list[tuple[int, list, object]]
     bad: list[tuple[int, str, list]]
-    bytes_read: int
+    bytes_read: int = 0
+    lines: int = 0
 
 
 def original_fields(record: Record) -> list:
@@ -78,28 +80,54 @@ def original_fields(record: Record) -> list:
     return [record.raw if record.raw is not None else ""]
 
 
+def _swallowed_row(records, record: Record, parse) -> int | None:
+    """The line of the first good row that multi-line ``record`` swallowed, if any."""
+    for inside in records.swallowed(record):
+        try:
+            parse(inside)
+        except BadValue:
+            continue
+        return inside.line
+    return None
+
+
 def _produce(stream: BinaryIO, opener: Opener, batch_size: int) -> Iterator:
     """Yield the header, then a Chunk per ``batch_size`` good records."""
     counter = CountingReader(stream)
     header, records, parse = opener(open_text(counter))
     yield header
-    chunk = Chunk(0, [], [], 0)
+    chunk = Chunk(0, [], [])
     for record in records:
         chunk.rows += 1
-        if record.problem is not None:
-            chunk.bad.append((record.line, record.problem, original_fields(record)))
-            continue
-        try:
-            parsed = parse(record)
-        except BadValue as exc:
-            chunk.bad.append((record.line, str(exc), original_fields(record)))
+        problem = record.problem
+        if problem is None:
+            try:
+                parsed = parse(record)
+            except BadValue as exc:
+                problem = str(exc)
+        if record.last_line > record.line:
+            # A quoted field ran over lines: a value with line breaks, or a
+            # stray quote. If a row that is good by itself starts on one of
+            # the lines after the first, it was a stray: reject the first line
+            # only and read the lines after it again, so no row vanishes into
+            # a field.
+            swallowed = _swallowed_row(records, record, parse)
+            if swallowed is not None:
+                why = f"unterminated quote: it swallowed the row on line {swallowed}, which is read again"
+                first = records.split(record, why)
+                chunk.bad.append((first.line, first.problem, original_fields(first)))
+                continue
+            if problem is not None:
+                problem = f"{record.lines}: {problem}"
+        if problem is not None:
+            chunk.bad.append((record.line, problem, original_fields(record)))
             continue
         chunk.good.append((record.line, original_fields(record), parsed))
         if len(chunk.good) >= batch_size:
-            chunk.bytes_read = counter.bytes_read
+            chunk.bytes_read, chunk.lines = counter.bytes_read, records.lines_read
             yield chunk
-            chunk = Chunk(0, [], [], 0)
-    chunk.bytes_read = counter.bytes_read
+            chunk = Chunk(0, [], [])
+    chunk.bytes_read, chunk.lines = counter.bytes_read, records.lines_read
     yield chunk
 
 
@@ -130,6 +158,7 @@ def run(
     next_refresh = FIRST_STATISTICS_ROWS
     for chunk in items:
         summary.rows += chunk.rows
+        summary.lines = chunk.lines
         for line, reason, fields in chunk.bad:
             reject(summary, rejects, line, reason, fields)
         if chunk.good:

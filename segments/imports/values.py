@@ -10,6 +10,9 @@ from datetime import datetime, timezone
 from functools import cache
 from typing import TypeVar
 
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH, LOCAL_PART_MAX_LENGTH
+
 from segments.models import (
     CHANNEL_LENGTH,
     EMAIL_LENGTH,
@@ -25,9 +28,6 @@ ATTRIBUTE_VALUE_LENGTH = 1000
 EVENT_TYPE_LENGTH = 64
 MAX_SCORE = 1_000_000.0
 
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
 # BCP 47 language tags as mail clients and browsers send them: language,
 # optional script, optional region, optional variants.
 LOCALE = re.compile(
@@ -97,11 +97,41 @@ def text(value: str, limit: int, *, multi_line: bool = False) -> str:
 
 
 def email(value: str) -> str:
-    """The address trimmed and lower-cased, or BadValue."""
-    value = text(value, EMAIL_LENGTH).lower()
-    if not EMAIL.fullmatch(value) or len(value.partition("@")[0]) > 64:
-        raise BadValue(f"{value!r} is not a valid email address")
-    return value
+    """The address in Patron's one canonical form, or BadValue: see docs/imports.md.
+
+    Checked by email-validator (no DNS): internationalized domains and local
+    parts are accepted as SMTPUTF8 allows. The local part is lower-cased (as
+    Patron always has), the domain is IDNA-normalized and kept in Unicode, so
+    ``Jonas@BÜCHER.example``, ``jonas@xn--bcher-kva.example`` and
+    ``jonas@bücher.example`` are one address: ``jonas@bücher.example``.
+    """
+    value = text(value, EMAIL_LENGTH)
+    local, at, domain = value.rpartition("@")
+    try:
+        # The common case, a plain ASCII local part, needs only its domain
+        # checked, and domains repeat: most of the checking time is the domain's.
+        if at and len(local) <= LOCAL_PART_MAX_LENGTH and DOT_ATOM_TEXT.match(local):
+            unicode_domain, ascii_domain = _domain(domain)
+            if len(local) + 1 + len(ascii_domain) <= EMAIL_MAX_LENGTH:
+                return _canonical(local, unicode_domain)
+        checked = validate_email(value, check_deliverability=False, strict=True)
+    except EmailNotValidError as exc:
+        raise BadValue(f"{value!r} is not a valid email address: {exc}") from None
+    return _canonical(checked.local_part, checked.domain)
+
+
+def _canonical(local: str, domain: str) -> str:
+    address = f"{local.lower()}@{domain}"
+    if len(address) > EMAIL_LENGTH:
+        raise BadValue(f"is {len(address)} characters long; the limit is {EMAIL_LENGTH}")
+    return address
+
+
+@remembered
+def _domain(domain: str) -> tuple[str, str]:
+    """A domain's canonical Unicode and ASCII (IDNA) forms, checked as in a whole address; EmailNotValidError."""
+    checked = validate_email(f"x@{domain}", check_deliverability=False, strict=True)
+    return checked.domain, checked.ascii_domain
 
 
 def locale(value: str) -> str:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
+from segments.rules import email_value
+
 _DATE_PREFIX = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _TIE = 1e-9
 
@@ -84,9 +86,9 @@ def _compare(left, op: str, right) -> bool:
 
 
 def _text_field(stored: str | None, op: str, value, *, lower: bool) -> bool:
-    if lower:  # emails are stored lower-case, so the rule's values are lower-cased
-        value = [v.lower() for v in value] if isinstance(value, list) else value
-        value = value.lower() if isinstance(value, str) else value
+    if lower:  # emails are stored in canonical form, so the rule's values are normalized the same way
+        value = [email_value(v, op) for v in value] if isinstance(value, list) else value
+        value = email_value(value, op) if isinstance(value, str) else value
     if op == "exists":
         return (stored is not None and stored != "") == value
     if op == "ne":

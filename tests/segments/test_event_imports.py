@@ -33,6 +33,7 @@ def test_pos_purchases_join_the_contact_by_loyalty_card(session):
     summary, rejects = load(session, POS, channel="pos")
     assert summary.as_dict() == {
         "rows": 3,
+        "lines": 4,
         "created": 3,
         "updated": 0,
         "rejected": 0,

@@ -14,7 +14,14 @@ def test_contacts_import_json_summary_and_rejects_file(runner, tmp_path, session
     result = runner.invoke(args=["contacts", "import", str(path), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report == {"rows": 3, "created": 1, "updated": 0, "rejected": 2, "rejects_file": str(path) + ".rejects.csv"}
+    assert report == {
+        "rows": 3,
+        "lines": 4,
+        "created": 1,
+        "updated": 0,
+        "rejected": 2,
+        "rejects_file": str(path) + ".rejects.csv",
+    }
     with open(report["rejects_file"], newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(row["line"], row["email"]) for row in rows] == [("3", "nope"), ("4", "carl@example.com")]
