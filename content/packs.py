@@ -2,7 +2,8 @@
 
 The format is documented for agencies in docs/content-packs.md. Reading is
 strict and specific: every problem names the file, the line where known and
-the field. A bad block is reported and skipped, and the rest of the pack goes
+the field; every template is compiled and checked (``content.checking``).
+A bad block is reported and skipped, and the rest of the pack goes
 in; a bad manifest or layout stops the import, because blocks without their
 layout are of no use. Importing again adds a version to each layout or block
 whose content changed and leaves the others alone, so a version a run has
