@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 from hypothesis import given
@@ -424,6 +425,42 @@ def test_a_background_resume_of_a_run_whose_layout_no_longer_compiles_pauses(
         + FROZEN
     )
     assert session.scalars(select(Delivery.status)).all() == ["pending"]
+
+
+def test_a_worker_process_that_dies_pauses_the_run_with_the_reason(app, runner, session, imported, smtp_server):
+    add_contacts(session, [{"email": f"w{i:03d}@example.com", "first_name": f"W{i}"} for i in range(400)])
+    campaign = create(session)
+    session.commit()
+    app.config["PATRON_DELIVERY_URL"] = f"{smtp_server.url}?max_rate=40"  # ten seconds of sending, at least
+    started = runner.invoke(args=["campaigns", "send", str(campaign.id), "--workers", "2"])
+    assert started.exit_code == 0, started.output
+    driver = psutil.Process(int(started.output.split("(process ")[1].split(",")[0]))
+    try:
+        deadline = time.monotonic() + 60
+        while len(smtp_server.messages) < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = [p for p in driver.children() if any("spawn_main" in part for part in p.cmdline())]
+        logs = [log.read_text() for log in (Path(app.instance_path) / "logs").iterdir()]
+        assert workers, (len(smtp_server.messages), logs)
+        workers[0].kill()  # what the kernel's out-of-memory killer does
+        current = wait_for_state(runner, campaign.id, "paused")
+    finally:
+        kill_tree(driver)  # only if it outlived the test
+    assert current["state"] == "paused", current
+    assert current["note"].startswith("paused: a worker process died (BrokenProcessPool: ")
+    assert current["note"].endswith("); resume carries on") and current["sent"] < 400
+
+
+def kill_tree(process: psutil.Process) -> None:
+    try:
+        family = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
 
 
 def test_status_pauses_a_run_whose_sending_process_is_gone(runner, session, imported):
