@@ -75,8 +75,14 @@ def check_template(
     slots: Iterable[str] | None = None,
 ) -> list[TemplateProblem]:
     """Everything wrong with ``source`` as a ``kind`` of template (HTML unless ``text``), in line order."""
-    env = text_environment() if text else html_environment()
     names = template_names(kind, phrases=phrases, slots=slots)
+    try:
+        return _check(source, text_environment() if text else html_environment(), names)
+    except RecursionError:  # Jinja's parser and compiler recurse once per level of nesting
+        return [TemplateProblem("is nested too deeply to compile (tags or brackets inside one another)")]
+
+
+def _check(source: str, env, names: dict[str, frozenset[str] | None]) -> list[TemplateProblem]:
     try:
         tree = env.parse(source)
     except TemplateSyntaxError as exc:

@@ -120,6 +120,41 @@ def test_include_extends_and_import_are_refused():
         ]
 
 
+TOKENS = [
+    "{{",
+    "}}",
+    "{%",
+    "%}",
+    "{#",
+    "#}",
+    " ",
+    "\n",
+    "if",
+    "endif",
+    "for",
+    "in",
+    "endfor",
+    "set",
+    "=",
+    "x",
+    "(",
+    ")",
+]
+TOKENS += ["contact", ".", "first_name", "firstname", "|", "upper", "nosuch", "is", "defined", "'a'", "slots", "raw"]
+
+
+@given(st.one_of(st.text(), st.lists(st.sampled_from(TOKENS), max_size=40).map("".join)))
+def test_the_check_never_raises_and_what_it_accepts_compiles_in_the_sending_sandbox(source):
+    for kind in ("block", "layout"):
+        if not check_template(source, kind, phrases=(), slots=("hero",)):
+            html_environment().from_string(source)
+
+
+def test_a_template_nested_too_deeply_for_jinja_is_a_problem_not_a_crash():
+    deep = "{% if contact.email %}" * 400 + "x" + "{% endif %}" * 400
+    assert messages(deep) == ["is nested too deeply to compile (tags or brackets inside one another)"]
+
+
 # --- the campaign file -------------------------------------------------------------------------
 
 
@@ -364,6 +399,14 @@ def test_the_real_patron_command_prints_no_traceback(session, engine, tmp_path, 
     for result in results:
         assert result.returncode == 1 and "Traceback" not in result.stderr
         assert len(result.stderr.splitlines()) == 1 and ISSUE_ERROR in result.stderr
+    broken = write_pack(
+        tmp_path / "broken", [block("good")], layout=LAYOUT.replace("}}</title>", "| nosuchfilter }}</title>")
+    )
+    imported = patron(env, "content", "import", str(broken))
+    assert (imported.returncode, imported.stderr) == (
+        1,
+        f"Error: {broken / 'layouts' / 'mail.html'}, line 2: template error: no filter named 'nosuchfilter'\n",
+    )
 
 
 # --- a worker that stops: the run pauses with the reason ---------------------------------------
