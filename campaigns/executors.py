@@ -43,8 +43,6 @@ BATCH_SIZE = 500  # ledger rows per task
 SEND_CACHE_KIB = 4_000
 RETRY_PASSES = 5  # passes over rows a server refused for now, before the run pauses
 NOTE_CHARS = 500  # of an error's first line, in the run's note
-
-
 _FROZEN = "; the run's content is frozen: cancel it, fix the pack or the campaign, and send again"
 
 

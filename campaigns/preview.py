@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.models import Run
 from campaigns.pipeline import Assembly, Rendered, load_profiles
-from campaigns.runs import CampaignError, audience_rules, content_problems, frozen_content, get_campaign
+from campaigns.runs import CampaignError, audience_rules, checked_content, get_campaign
 from content.rendering import Inliner
 from delivery.tracking import LinkSigner
 from segments.compiler import segment_filter
@@ -33,10 +33,7 @@ def preview(session: Session, campaign_id: int, email: str, *, signer: LinkSigne
     CampaignError when the contact does not exist or the campaign's templates have problems (each named).
     """
     campaign = get_campaign(session, campaign_id)
-    content = frozen_content(session, campaign.definition["layout"])
-    problems = content_problems(session, campaign.definition, content)
-    if problems:
-        raise CampaignError("\n".join(f"campaign {campaign_id}: {problem}" for problem in problems))
+    content = checked_content(session, campaign_id)
     contact_id = session.scalar(select(Contact.id).where(func.lower(Contact.email) == email.strip().lower()))
     if contact_id is None:
         raise CampaignError(f"there is no contact with the email address {email!r}")

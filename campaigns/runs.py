@@ -109,6 +109,16 @@ def content_problems(session: Session, definition: dict[str, Any], content: dict
     return problems + [f"pack {pack.key!r}: {problem}" for problem in versions]
 
 
+def checked_content(session: Session, campaign_id: int) -> dict[str, Any]:
+    """The content a run of the campaign would freeze now; CampaignError naming each of its problems."""
+    definition = get_campaign(session, campaign_id).definition
+    content = frozen_content(session, definition["layout"])
+    problems = content_problems(session, definition, content)
+    if problems:
+        raise CampaignError("\n".join(f"campaign {campaign_id}: {problem}" for problem in problems))
+    return content
+
+
 def audience_rules(session: Session, definition: dict[str, Any]) -> dict[str, Any]:
     """The rule tree a run sends to: the saved segment's rules as they are now, or the inline rules."""
     if definition.get("rules") is not None:
