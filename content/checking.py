@@ -32,6 +32,7 @@ KINDS = ("subject", "preheader", "block", "layout")
 # Reading a mapping through its methods (``contact.get('first_name')``) is reading it, not a misspelt field.
 _MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})
 _STANDALONE = (nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)
+_STANDALONE_MESSAGE = "include, extends and import are not available: each template of a pack stands alone"
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,6 @@ def _check(source: str, env, names: dict[str, frozenset[str] | None]) -> list[Te
         problems = _unknown_names(tree, names, env)
     problems += [TemplateProblem(_STANDALONE_MESSAGE, node.lineno) for node in tree.find_all(_STANDALONE)]
     return sorted(problems, key=lambda p: p.line or 0)
-
-
-_STANDALONE_MESSAGE = "include, extends and import are not available: each template of a pack stands alone"
 
 
 def _unknown_filters_and_tests(env, tree: nodes.Template) -> list[TemplateProblem]:
@@ -202,7 +200,7 @@ def check_versions(
         for part, source, text in (("HTML", version.html, False), ("text", version.text, True)):
             if source is not None:
                 problems += [
-                    f"{where}, {part} line {p.line}: template error: {p.message}"
+                    f"{where}, {part}{f' line {p.line}' if p.line else ''}: template error: {p.message}"
                     for p in check_template(source, kind, text=text, phrases=phrases, slots=slots)
                 ]
     return problems
