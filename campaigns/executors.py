@@ -6,6 +6,11 @@ the compiled content. So the same task runs in this process, in a local pool of
 processes, or (later) on Celery workers unchanged. ``execute_run`` drives a
 run from the machine that started it: it plans the ledger, hands out batches
 and marks the run finished when no row is pending or sending.
+
+Whatever stops a run's batches (content that does not compile, an error
+escaping a batch, a worker process that dies, a database fault) pauses the
+run with the reason in ``run.note``, for ``patron campaigns status`` to show:
+a run is never left ``sending`` with nobody working on it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+
+from jinja2 import TemplateError
 
 from campaigns import runs
 from campaigns.batches import pause_run, send_batch
@@ -34,6 +42,12 @@ BATCH_SIZE = 500  # ledger rows per task
 # keeps its memory flat however big the audience (32 MB per connection is for imports).
 SEND_CACHE_KIB = 4_000
 RETRY_PASSES = 5  # passes over rows a server refused for now, before the run pauses
+NOTE_CHARS = 500  # of an error's first line, in the run's note
+_FROZEN = "; the run's content is frozen: cancel it, fix the pack or the campaign, and send again"
+
+
+class ContentProblems(Exception):
+    """The run's frozen templates would fail every recipient: the run pauses before claiming anyone."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +87,7 @@ class Worker:
             self.sign = signer.sign
         self._transport = None
         self._assemblies: dict[int, Assembly] = {}
+        self._halted: set[int] = set()  # runs this worker paused: their remaining batches are not started
         self._assembly_session = self.sessions()
 
     @property
@@ -84,18 +99,29 @@ class Worker:
         return self._transport
 
     def assembly(self, run_id: int) -> Assembly:
+        """The run's assembly, its templates checked and its layout compiled; ContentProblems if they fail."""
         if run_id not in self._assemblies:
-            run = self._assembly_session.get(Run, run_id)
+            session = self._assembly_session
+            run = session.get(Run, run_id)
             if run is None:
                 raise LookupError(f"there is no run {run_id}")
-            self._assemblies[run_id] = Assembly(
-                self._assembly_session,
-                run,
-                signer=self.signer,
-                inliner=self.inliner,
-                half_life_days=self.config.half_life_days,
-                sign=self.sign,
-            )
+            problems = runs.content_problems(session, run.campaign.definition, run.content)
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise ContentProblems(f"{problems[0]}{more}{_FROZEN}")
+            try:
+                assembly = Assembly(
+                    session,
+                    run,
+                    signer=self.signer,
+                    inliner=self.inliner,
+                    half_life_days=self.config.half_life_days,
+                    sign=self.sign,
+                )
+                assembly.layout()  # compiled here, where a failure stops the run rather than failing each recipient
+            except TemplateError as exc:
+                raise ContentProblems(f"the run's templates do not compile: {describe(exc)}{_FROZEN}") from None
+            self._assemblies[run_id] = assembly
         return self._assemblies[run_id]
 
     def send_batch(self, run_id: int, first: int, last: int) -> Stats:
@@ -104,7 +130,19 @@ class Worker:
         except (DeliveryError, ValueError, OSError) as exc:
             pause_run(self.sessions, run_id, f"cannot deliver through {redact_url(self.config.delivery_url)}: {exc}")
             return Stats()
-        return send_batch(self.assembly(run_id), self.sessions, transport, first, last, parent_pid=self.parent_pid)
+        if run_id in self._halted:
+            return Stats()
+        try:
+            assembly = self.assembly(run_id)
+            return send_batch(assembly, self.sessions, transport, first, last, parent_pid=self.parent_pid)
+        except ContentProblems as exc:
+            reason = str(exc)
+        except Exception as exc:  # noqa: BLE001  (whatever it is, the run must not look as if it were sending)
+            reason = f"a worker stopped on an error: {describe(exc)}; resume once it is fixed"
+        self._halted.add(run_id)
+        self._assembly_session.rollback()
+        _halt(self.sessions, run_id, reason)
+        return Stats()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -134,6 +172,13 @@ def send_batch_task(run_id: int, first: int, last: int) -> dict:
     }
 
 
+def describe(exc: BaseException) -> str:
+    """An error in one line for a run's note: its type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= NOTE_CHARS else text[: NOTE_CHARS - 1] + "…"
+
+
 def _merge(stats: Stats, result: dict) -> int:
     stats.add(Stats(seconds=result["seconds"], outcomes=result["outcomes"], premailer_calls=result["premailer_calls"]))
     return sum(result["outcomes"].values())
@@ -146,45 +191,69 @@ def execute_run(
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> Stats:
-    """Plan (if needed) and send the run with ``config.workers`` local workers; the summed stats."""
+    """Plan (if needed) and send the run with ``config.workers`` local workers; the summed stats.
+
+    A fault that stops the run pauses it with the reason (RunError only if even that cannot be written).
+    """
     engine = make_engine(config.database_url, sqlite_cache_kib=SEND_CACHE_KIB)
     sessions = make_session_factory(engine)
     stats = Stats()
     try:
-        with sessions() as session:
-            run = session.get(Run, run_id)
-            runs.claim_ownership(session, run)
-            session.commit()
-        started = time.perf_counter()
-        runs.plan_run(sessions, run_id, half_life_days=config.half_life_days)
-        stats.seconds["segment"] += time.perf_counter() - started
-        with sessions() as session:
-            total = ledger.counts(session, run_id)
-            done = total["total"] - total["pending"]
-        if progress:
-            progress(done, total["total"])
-        pool = _LocalPool(config, engine)
-        try:
-            for _ in range(RETRY_PASSES):
-                with sessions() as session:
-                    ranges = list(ledger.pending_ranges(session, run_id, batch_size))
-                    state = session.get(Run, run_id).state
-                if not ranges or state != "sending":
-                    break
-                for result in pool.run(run_id, ranges):
-                    done += _merge(stats, result)
-                    if progress:
-                        progress(done, total["total"])
-        finally:
-            pool.close()
-        with sessions() as session:
-            run = session.get(Run, run_id)
-            if not runs.finish_if_done(session, run) and run.state == "sending":
-                run.state, run.note = "paused", "paused: some messages keep failing temporarily; resume to retry"
-            session.commit()
+        _drive(config, engine, sessions, run_id, stats, progress, batch_size)
+    except BrokenProcessPool as exc:
+        _halt(sessions, run_id, f"a worker process died ({describe(exc)}); resume carries on")
+    except KeyboardInterrupt:
+        _halt(sessions, run_id, "interrupted; resume carries on")
+        raise
+    except Exception as exc:  # noqa: BLE001  (a run is never left "sending" with nobody working on it)
+        _halt(sessions, run_id, f"the send stopped on an error: {describe(exc)}; resume once it is fixed")
     finally:
         engine.dispose()
     return stats
+
+
+def _drive(config: WorkerConfig, engine, sessions, run_id: int, stats: Stats, progress, batch_size: int) -> None:
+    with sessions() as session:
+        run = session.get(Run, run_id)
+        runs.claim_ownership(session, run)
+        session.commit()
+    started = time.perf_counter()
+    runs.plan_run(sessions, run_id, half_life_days=config.half_life_days)
+    stats.seconds["segment"] += time.perf_counter() - started
+    with sessions() as session:
+        total = ledger.counts(session, run_id)
+        done = total["total"] - total["pending"]
+    if progress:
+        progress(done, total["total"])
+    pool = _LocalPool(config, engine)
+    try:
+        for _ in range(RETRY_PASSES):
+            with sessions() as session:
+                ranges = list(ledger.pending_ranges(session, run_id, batch_size))
+                state = session.get(Run, run_id).state
+            if not ranges or state != "sending":
+                break
+            for result in pool.run(run_id, ranges):
+                done += _merge(stats, result)
+                if progress:
+                    progress(done, total["total"])
+    finally:
+        pool.close()
+    with sessions() as session:
+        run = session.get(Run, run_id)
+        if not runs.finish_if_done(session, run) and run.state == "sending":
+            run.state, run.note = "paused", "paused: some messages keep failing temporarily; resume to retry"
+        session.commit()
+
+
+def _halt(sessions, run_id: int, reason: str) -> None:
+    """Pause the run with ``reason``; RunError (one line) if the database will not take even that."""
+    try:
+        with sessions() as session:
+            runs.halt(session, run_id, reason)
+            session.commit()
+    except Exception as exc:  # noqa: BLE001
+        raise runs.RunError(f"run {run_id} stopped ({reason}) and could not be paused: {describe(exc)}") from None
 
 
 class _LocalPool:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.models import Run
 from campaigns.pipeline import Assembly, Rendered, load_profiles
-from campaigns.runs import CampaignError, audience_rules, frozen_content, get_campaign
+from campaigns.runs import CampaignError, audience_rules, checked_content, get_campaign
 from content.rendering import Inliner
 from delivery.tracking import LinkSigner
 from segments.compiler import segment_filter
@@ -28,15 +28,17 @@ class Preview:
 
 
 def preview(session: Session, campaign_id: int, email: str, *, signer: LinkSigner, half_life_days: float) -> Preview:
-    """Render the campaign for the contact with ``email`` without sending or recording anything."""
+    """Render the campaign for the contact with ``email`` without sending or recording anything.
+
+    CampaignError when the contact does not exist or the campaign's templates have problems (each named).
+    """
     campaign = get_campaign(session, campaign_id)
+    content = checked_content(session, campaign_id)
     contact_id = session.scalar(select(Contact.id).where(func.lower(Contact.email) == email.strip().lower()))
     if contact_id is None:
         raise CampaignError(f"there is no contact with the email address {email!r}")
     rules = audience_rules(session, campaign.definition)
-    run = Run(
-        id=0, campaign_id=campaign.id, rules=rules, content=frozen_content(session, campaign.definition["layout"])
-    )
+    run = Run(id=0, campaign_id=campaign.id, rules=rules, content=content)
     now = utcnow()
     assembly = Assembly(session, run, signer=signer, inliner=Inliner(), half_life_days=half_life_days, now=now)
     where = segment_filter(rules, dialect_name=session.get_bind().dialect.name, now=now, half_life_days=half_life_days)

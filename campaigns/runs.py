@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 
 from campaigns.definition import CampaignError
 from campaigns.models import Campaign, Run
-from content.models import Block, Layout
+from content.checking import check_template, check_versions, pack_phrases
+from content.models import Block, Layout, LayoutVersion, Pack
+from content.selection import normalize_locale
 from delivery import ledger
 from segments.compiler import compile_rules
 from segments.db import utcnow
@@ -39,6 +41,9 @@ def create_campaign(session: Session, definition: dict[str, Any], source: str = 
         raise CampaignError(f"{source}: field 'layout': there is no layout {definition['layout']!r}; import its pack")
     if definition["segment"] and get_segment_by_name(session, definition["segment"]) is None:
         raise CampaignError(f"{source}: field 'segment': there is no segment {definition['segment']!r}")
+    problems = content_problems(session, definition, frozen_content(session, definition["layout"]))
+    if problems:
+        raise CampaignError("\n".join(f"{source}: {problem}" for problem in problems))
     campaign = Campaign(name=definition["name"], definition=definition)
     session.add(campaign)
     session.flush()
@@ -66,6 +71,52 @@ def frozen_content(session: Session, layout_key: str) -> dict[str, Any]:
         select(Block.current_version_id).where(Block.pack_id == layout.pack_id, Block.retired_at.is_(None))
     ).all()
     return {"pack": layout.pack_id, "layout_version": layout.current_version_id, "blocks": sorted(blocks)}
+
+
+def content_problems(session: Session, definition: dict[str, Any], content: dict[str, Any]) -> list[str]:
+    """What would fail or go missing for every recipient of the campaign with this content, field by field.
+
+    The subject and preheader against the pack's phrases and default locale,
+    the campaign's slot filters against the layout, and every template of the
+    layout and block versions (``content`` as ``frozen_content`` gives it).
+    """
+    pack = session.get(Pack, content["pack"])
+    layout = session.get(LayoutVersion, content["layout_version"])
+    phrases = pack_phrases(pack)
+    problems = []
+    for name in ("subject", "preheader"):
+        templates = definition.get(name) or {}
+        for locale, source in templates.items():
+            where = name if locale == "*" else f"{name}.{locale}"
+            problems += [
+                f"field '{where}': template error: {p.message}"
+                for p in check_template(source, name, text=True, phrases=phrases)
+            ]
+        if templates and "*" not in templates and normalize_locale(pack.default_locale) not in templates:
+            problems.append(
+                f"field '{name}': none for {pack.default_locale!r}, the default locale of pack {pack.key!r}, "
+                f"where every locale falls back to: add {name}.{pack.default_locale} or one {name} for everyone"
+            )
+    unknown = [slot for slot in definition.get("slots") or {} if slot not in layout.slots]
+    if unknown:
+        problems.append(
+            f"field 'slots': layout {definition['layout']!r} has no slot {', '.join(map(repr, unknown))}; "
+            f"its slots are {', '.join(layout.slots)}"
+        )
+    versions = check_versions(
+        session, pack_id=pack.id, layout_version_id=layout.id, block_version_ids=content["blocks"]
+    )
+    return problems + [f"pack {pack.key!r}: {problem}" for problem in versions]
+
+
+def checked_content(session: Session, campaign_id: int) -> dict[str, Any]:
+    """The content a run of the campaign would freeze now; CampaignError naming each of its problems."""
+    definition = get_campaign(session, campaign_id).definition
+    content = frozen_content(session, definition["layout"])
+    problems = content_problems(session, definition, content)
+    if problems:
+        raise CampaignError("\n".join(f"campaign {campaign_id}: {problem}" for problem in problems))
+    return content
 
 
 def audience_rules(session: Session, definition: dict[str, Any]) -> dict[str, Any]:
@@ -120,9 +171,9 @@ def plan_run(session_factory, run_id: int, *, half_life_days: float, now: dateti
         return ledger.counts(session, run_id)["total"]
 
 
-def claim_ownership(session: Session, run: Run) -> None:
-    """Record this process as the one driving the run."""
-    run.owner = _me()
+def claim_ownership(session: Session, run: Run, pid: int | None = None) -> None:
+    """Record this process (or the local process ``pid`` it started) as the one driving the run."""
+    run.owner = _me() if pid is None else f"{socket.gethostname()}:{pid}"
     run.heartbeat_at = utcnow()
 
 
@@ -150,6 +201,22 @@ def pause(session: Session, campaign_id: int) -> Run:
         raise RunError(f"run {run.id} is {run.state}, not sending: nothing to pause")
     run.state, run.note = "paused", "paused by request"
     return run
+
+
+def halt(session: Session, run_id: int, reason: str) -> Run:
+    """Pause a run that cannot go on (a fault, a dead worker), with the reason ``status`` shows."""
+    run = session.get(Run, run_id)
+    if run.state in ("planning", "sending"):
+        run.state, run.note = "paused", f"paused: {reason}"
+    return run
+
+
+def halt_if_abandoned(session: Session, campaign_id: int) -> Run | None:
+    """Pause the campaign's run if the process recorded as driving it is gone; the run if it was."""
+    run = latest_run(session, campaign_id)
+    if run is None or run.state not in ("planning", "sending") or not run.owner or owner_alive(run):
+        return None
+    return halt(session, run.id, f"the process sending it ({run.owner}) stopped; resume carries on")
 
 
 def prepare_resume(session: Session, campaign_id: int) -> tuple[Run, int]:

@@ -2,7 +2,8 @@
 
 The format is documented for agencies in docs/content-packs.md. Reading is
 strict and specific: every problem names the file, the line where known and
-the field. A bad block is reported and skipped, and the rest of the pack goes
+the field; every template is compiled and checked (``content.checking``).
+A bad block is reported and skipped, and the rest of the pack goes
 in; a bad manifest or layout stops the import, because blocks without their
 layout are of no use. Importing again adds a version to each layout or block
 whose content changed and leaves the others alone, so a version a run has
@@ -20,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import TemplateSyntaxError
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from content.checking import check_template
 from content.models import Block, BlockVersion, Layout, LayoutVersion, Pack
-from content.rendering import check_template
 from content.selection import normalize_locale
 from segments.db import utcnow
 from segments.rules import error_paths
@@ -53,11 +53,12 @@ class Problem:
 
 
 class PackError(Exception):
-    """The pack cannot be imported at all (its manifest or a layout is unusable)."""
+    """The pack cannot be imported at all (its manifest or a layout is unusable), or one block cannot."""
 
-    def __init__(self, problem: Problem):
-        super().__init__(str(problem))
-        self.problem = problem
+    def __init__(self, *problems: Problem):
+        super().__init__("\n".join(str(problem) for problem in problems))
+        self.problems = list(problems)
+        self.problem = problems[0]
 
 
 @dataclass
@@ -142,10 +143,11 @@ def import_pack(session: Session, root: Path | str) -> ImportReport:
     """Read the pack at ``root`` into the database; the caller commits."""
     root = Path(root)
     manifest = _load_manifest(root)
-    layouts = [_read_layout(root, spec) for spec in manifest["layouts"]]
+    phrases = {name for strings in manifest["strings"].values() for name in strings}
+    layouts = [_read_layout(root, spec, phrases) for spec in manifest["layouts"]]
     known_slots = {slot for layout in layouts for slot in layout["slots"]}
     report = ImportReport(pack=manifest["key"])
-    blocks = _read_blocks(root, root / manifest["blocks"], known_slots, report)
+    blocks = _read_blocks(root, root / manifest["blocks"], known_slots, phrases, report)
 
     pack = session.scalar(select(Pack).where(Pack.key == manifest["key"]))
     if pack is None:
@@ -228,10 +230,11 @@ def _load_manifest(root: Path) -> dict:
         raise PackError(_first_problem(str(path), exc.messages)) from None
 
 
-def _read_layout(root: Path, spec: dict) -> dict:
+def _read_layout(root: Path, spec: dict, phrases: set[str]) -> dict:
     html_path = _inside(root, spec["html"], f"layouts[{spec['key']}].html")
     html = _read(html_path)
-    _check(html_path, html, text=False, offset=0)
+    names = {"kind": "layout", "phrases": phrases, "slots": spec["slots"]}
+    _check(html_path, html, text=False, offset=0, **names)
     missing = [s for s in spec["slots"] if not re.search(rf"slots\.{re.escape(s)}\b|slots\[['\"]{s}['\"]\]", html)]
     if missing:
         raise PackError(Problem(str(html_path), f"declares slots never used in the layout: {', '.join(missing)}"))
@@ -239,20 +242,22 @@ def _read_layout(root: Path, spec: dict) -> dict:
     if spec["text"]:
         text_path = _inside(root, spec["text"], f"layouts[{spec['key']}].text")
         text = _read(text_path)
-        _check(text_path, text, text=True, offset=0)
+        _check(text_path, text, text=True, offset=0, **names)
     css = "\n".join(_read(_inside(root, name, f"layouts[{spec['key']}].css")) for name in spec["css"])
     return {"key": spec["key"], "html": html, "text": text, "css": css, "slots": spec["slots"]}
 
 
-def _read_blocks(root: Path, folder: Path, known_slots: set[str], report: ImportReport) -> list[dict]:
+def _read_blocks(
+    root: Path, folder: Path, known_slots: set[str], phrases: set[str], report: ImportReport
+) -> list[dict]:
     if not folder.is_dir():
         raise PackError(Problem(str(folder), "the blocks folder named in pack.yaml does not exist"))
     blocks: dict[tuple[str, str], dict] = {}
     for path in sorted(folder.rglob("*.html")):
         try:
-            block = _read_block(root, path, known_slots)
+            block = _read_block(root, path, known_slots, phrases)
         except PackError as exc:
-            report.problems.append(exc.problem)
+            report.problems.extend(exc.problems)
             continue
         where = (block["key"], block["locale"])
         if where in blocks:
@@ -266,7 +271,7 @@ def _read_blocks(root: Path, folder: Path, known_slots: set[str], report: Import
     return list(blocks.values())
 
 
-def _read_block(root: Path, path: Path, known_slots: set[str]) -> dict:
+def _read_block(root: Path, path: Path, known_slots: set[str], phrases: set[str]) -> dict:
     source = _read(path)
     if not source.startswith("---"):
         raise PackError(Problem(str(path), "must start with YAML front matter between '---' lines", 1))
@@ -296,12 +301,12 @@ def _read_block(root: Path, path: Path, known_slots: set[str]) -> dict:
         )
     if not body.strip():
         raise PackError(Problem(str(path), "has no HTML after the front matter", body_offset))
-    _check(path, body, text=False, offset=body_offset)
+    _check(path, body, text=False, offset=body_offset, kind="block", phrases=phrases)
     text = None
     text_path = path.with_suffix(".txt")
     if text_path.is_file():
         text = _read(text_path)
-        _check(text_path, text, text=True, offset=0)
+        _check(text_path, text, text=True, offset=0, kind="block", phrases=phrases)
     return {
         "key": meta["key"],
         "locale": normalize_locale(meta["locale"]),
@@ -338,11 +343,13 @@ def _yaml(path: Path, source: str, line_offset: int = 0):
         raise PackError(Problem(str(path), f"is not valid YAML: {getattr(exc, 'problem', exc)}", line)) from None
 
 
-def _check(path: Path, source: str, *, text: bool, offset: int) -> None:
-    try:
-        check_template(source, text=text)
-    except TemplateSyntaxError as exc:
-        raise PackError(Problem(str(path), f"template error: {exc.message}", (exc.lineno or 0) + offset)) from None
+def _check(path: Path, source: str, *, text: bool, offset: int, **names) -> None:
+    """PackError with every problem of the template, each on its line of the file."""
+    problems = check_template(source, text=text, **names)
+    if problems:
+        raise PackError(
+            *(Problem(str(path), f"template error: {p.message}", (p.line or 0) + offset or None) for p in problems)
+        )
 
 
 def _inside(root: Path, name: str, field_name: str) -> Path:

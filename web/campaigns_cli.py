@@ -11,11 +11,24 @@ from pathlib import Path
 import click
 from flask import current_app
 from flask.cli import with_appcontext
+from jinja2 import TemplateError
 
 from campaigns.definition import CampaignError, load_definition
-from campaigns.executors import WorkerConfig, execute_run
+from campaigns.executors import WorkerConfig, describe, execute_run
+from campaigns.models import Run
 from campaigns.preview import preview
-from campaigns.runs import cancel, create_campaign, get_campaign, pause, prepare_resume, resend_unknown, start_run
+from campaigns.runs import (
+    cancel,
+    checked_content,
+    claim_ownership,
+    create_campaign,
+    get_campaign,
+    halt_if_abandoned,
+    pause,
+    prepare_resume,
+    resend_unknown,
+    start_run,
+)
 from campaigns.runs import status as run_status
 from content.rendering import RenderError
 from delivery.tracking import LinkSigner
@@ -79,25 +92,29 @@ def create_command(path, as_json):
 
 
 def follow(run_id: int, workers: int) -> None:
-    """Send the run from this process, with a progress bar on a terminal."""
+    """Send the run from this process, with a progress bar on a terminal; a fault pauses the run, saying why."""
     config = worker_config(workers)
-    if sys.stdout.isatty():
-        with click.progressbar(length=1, label=f"run {run_id}", show_pos=True, show_percent=True) as bar:
+    try:
+        if sys.stdout.isatty():
+            with click.progressbar(length=1, label=f"run {run_id}", show_pos=True, show_percent=True) as bar:
 
-            def progress(done: int, total: int) -> None:
-                bar.length = max(total, 1)
-                bar.update(done - bar.pos)
+                def progress(done: int, total: int) -> None:
+                    bar.length = max(total, 1)
+                    bar.update(done - bar.pos)
 
-            execute_run(config, run_id, progress=progress)
-    else:
-        execute_run(config, run_id)
+                execute_run(config, run_id, progress=progress)
+        else:
+            execute_run(config, run_id)
+    except CampaignError as exc:
+        _fail(exc)
 
 
 def launch(campaign_id: int, run_id: int, workers: int, wait: bool) -> None:
     """Send now in the foreground (``--wait``) or in a detached background process."""
     if wait:
         follow(run_id, workers)
-        _print_status(campaign_id)
+        if _print_status(campaign_id)["state"] == "paused":
+            raise click.exceptions.Exit(1)  # the note above says why; a script must not take it for done
         return
     logs = Path(current_app.instance_path) / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -121,6 +138,8 @@ def launch(campaign_id: int, run_id: int, workers: int, wait: bool) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    # The run is that process's from now on: if it dies, `status` can tell (and pauses the run, saying so).
+    _commit(lambda session: claim_ownership(session, session.get(Run, run_id), pid=process.pid))
     click.echo(f"run {run_id} is sending in the background (process {process.pid}, log {log})")
     click.echo(f"follow it with: patron campaigns status {campaign_id}")
 
@@ -132,6 +151,7 @@ def launch(campaign_id: int, run_id: int, workers: int, wait: bool) -> None:
 @with_appcontext
 def send_command(campaign_id, wait, workers):
     """Start a run of campaign CAMPAIGN_ID."""
+    _commit(checked_content, campaign_id)  # content that would fail everyone is refused before a run starts
     run = _commit(start_run, campaign_id)
     launch(campaign_id, run.id, workers, wait)
 
@@ -142,7 +162,10 @@ def send_command(campaign_id, wait, workers):
 @with_appcontext
 def work_command(run_id, workers):
     """Send run RUN_ID from this process (what `send` starts in the background)."""
-    execute_run(worker_config(workers), run_id)
+    try:
+        execute_run(worker_config(workers), run_id)
+    except CampaignError as exc:
+        _fail(exc)
 
 
 @campaigns_group.command("status")
@@ -154,23 +177,26 @@ def status_command(campaign_id, as_json):
     _print_status(campaign_id, as_json)
 
 
-def _print_status(campaign_id: int, as_json: bool = False) -> None:
+def _print_status(campaign_id: int, as_json: bool = False) -> dict:
     session = get_session()
     session.expire_all()  # a send from this process wrote through connections of its own
     try:
         get_campaign(session, campaign_id)
     except CampaignError as exc:
         _fail(exc)
+    if halt_if_abandoned(session, campaign_id):
+        session.commit()
     current = run_status(session, campaign_id)
     session.rollback()
     if as_json:
         click.echo(json.dumps(current))
-        return
+        return current
     counts = ", ".join(f"{current[k]:,} {k}" for k in ("sent", "pending", "sending", "failed", "skipped", "unknown"))
     run = f"run {current['run']}" if current["run"] else "no run yet"
     click.echo(f"campaign {campaign_id}, {run}: {current['state']} — {current['total']:,} recipients: {counts}")
     if current.get("note"):
         click.echo(f"note: {current['note']}")
+    return current
 
 
 @campaigns_group.command("pause")
@@ -241,6 +267,8 @@ def preview_command(campaign_id, email, html_path):
         )
     except (CampaignError, RenderError) as exc:
         _fail(exc)
+    except TemplateError as exc:  # the checks passed, yet inlining left something Jinja cannot compile
+        _fail(f"campaign {campaign_id}: a template does not compile after CSS inlining: {describe(exc)}")
     session.rollback()
     rendered = result.rendered
     audience = "in the audience" if result.in_audience else "NOT in the campaign's audience"

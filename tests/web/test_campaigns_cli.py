@@ -55,6 +55,10 @@ def test_a_bad_campaign_file_names_the_field(runner, tmp_path):
     result = runner.invoke(args=["campaigns", "create", str(campaign_file(tmp_path, **{"from": "Corner Shop"}))])
     assert result.exit_code == 1
     assert "campaign.yaml: field 'from': is not an email address" in result.output
+    two = {"reply_to": "help@shop.example.com, other@evil.example"}
+    result = runner.invoke(args=["campaigns", "create", str(campaign_file(tmp_path, **two))])
+    assert result.exit_code == 1
+    assert "campaign.yaml: field 'reply_to': must be exactly one address" in result.output
     result = runner.invoke(args=["campaigns", "create", str(campaign_file(tmp_path, subject="{{ oops"))])
     assert "field 'subject': template error" in result.output
     result = runner.invoke(args=["campaigns", "create", str(campaign_file(tmp_path, layout="nope"))])
