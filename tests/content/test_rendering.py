@@ -68,7 +68,7 @@ def test_links_become_signed_tracking_calls_and_unsubscribe_is_left_alone():
         ' <a href="https://shop.example.com/c/{{ contact.first_name }}">me</a></p>'
     )
     assert part.links == ("https://shop.example.com/a?x=1&y=2",)
-    html, _ = render_part(part, CONTEXT, Budget())
+    html, _, _ = render_part(part, CONTEXT, Budget())
     assert 'href="https://patron.example/r/1/7/sig"' in html
     assert 'href="mailto:hi@shop.example.com"' in html
     assert 'href="https://patron.example/u/1/sig"' in html
@@ -78,7 +78,7 @@ def test_links_become_signed_tracking_calls_and_unsubscribe_is_left_alone():
 
 def test_css_is_inlined_and_the_text_part_is_derived_from_the_html():
     part = compiled('<h2>Pizza</h2><p>Two for one <a class="button" href="https://shop.example.com/p">Order</a></p>')
-    html, text = render_part(part, CONTEXT, Budget())
+    html, text, _ = render_part(part, CONTEXT, Budget())
     assert 'style="color:#333"' in html and "background:#b3261e" in html
     assert text.startswith("Pizza\n\nTwo for one Order <https://patron.example/r/1/7/sig>")
 
@@ -102,7 +102,7 @@ def test_links_in_a_hand_written_text_part_are_tracked_too():
     inlined = Inliner().inline("v1", '<p><a href="https://shop.example.com/a">A</a></p>', CSS, fragment=True)
     text = "Order: https://shop.example.com/b.\nAgain: https://shop.example.com/a\nStop: {{ unsubscribe_url }}\n"
     part = compile_part(inlined, text, fragment=True, register_links=lambda urls: [7 + i for i in range(len(urls))])
-    _, rendered_text = render_part(part, CONTEXT, Budget())
+    _, rendered_text, _ = render_part(part, CONTEXT, Budget())
     assert "shop.example.com" not in rendered_text
     assert "Order: https://patron.example/r/1/7/sig." in rendered_text  # the full stop is not part of the URL
     assert "Again: https://patron.example/r/1/8/sig" in rendered_text
