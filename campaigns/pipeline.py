@@ -379,4 +379,3 @@ def _for_chain(templates: dict, chain: tuple[str, ...]):
 
 def _one_line(value: str) -> str:
     return " ".join(value.split())
-
