@@ -231,7 +231,8 @@ class Assembly:
         html_slots: dict[str, Markup] = {}
         text_slots: dict[str, str] = {}
         heads: dict[str, None] = {}
-        locales: list[str] = []
+        locales = list(dict.fromkeys(c.locale for c in choices.values() if c.candidate is not None))
+        context["language"] = locales[0] if locales else self._language(chain)
         for slot, choice in choices.items():
             if choice.candidate is None:
                 html_slots[slot], text_slots[slot] = Markup(""), ""
@@ -240,15 +241,12 @@ class Assembly:
             html_slots[slot], text, head = render_part(self.block(choice.candidate.version_id), context, budget)
             text_slots[slot] = text.strip()
             heads[head] = None
-            if choice.locale not in locales:
-                locales.append(choice.locale)
         context["subject"] = subject = _one_line(render(_for_chain(self.subjects, chain), context, budget))
         preheader = _for_chain(self.preheaders, chain)
         context["preheader"] = _one_line(render(preheader, context, budget)) if preheader else ""
         context["slots"], context["text_slots"], context["block_version"] = html_slots, text_slots, None
         context["block_heads"] = Markup("".join(heads))  # the blocks' @media and :hover rules, for <head>
         context["open_url"] = self.signer.open_url(delivery_id)
-        context["language"] = locales[0] if locales else self._language(chain)
         html, text, _ = render_part(self.layout(), context, budget)
         language = ", ".join(locales) or chain[0]
         return Rendered(subject, html, text, language, choices, unsubscribe_url)

@@ -5,6 +5,8 @@ the CSS-inlining cache; block selection for a recipient.
 - ``packs``: reading a pack directory (docs/content-packs.md) into versions;
 - ``rendering``: the sandbox, compiling a version once (CSS inlined, links
   rewritten, text derived) and rendering it per recipient within limits;
+- ``css``: what premailer leaves undone: the cascade in style attributes, and
+  the CSS that must stay in a ``<style>`` in the head;
 - ``inlining``: premailer's results shared by every worker and run;
 - ``text``: the text part derived from HTML;
 - ``selection``: the pure function that picks a block per slot.
