@@ -200,6 +200,24 @@ def test_a_blocks_own_media_hover_and_mso_styles_are_kept_in_the_head(session, t
     assert computed(one(tree, "hero-title")) == {"margin": "0", "color": "#0000ab"}
 
 
+TEMPLATED_STYLE = """<style>.shout { color: {{ contact.attributes.colour | fallback('#123456') }}; }
+@media (max-width: 480px) { .shout { font-size: 14px; } }</style>
+<p class="shout">Hey</p>"""
+
+
+def test_a_style_element_holding_a_tag_is_kept_whole_in_the_head_and_rendered_per_recipient(session, tmp_path):
+    people = [{"email": "red@example.com", "attributes": {"colour": "#ab0001"}}, {"email": "plain@example.com"}]
+    emails = email_for(session, tmp_path, TEMPLATED_STYLE, "p { margin: 0; }", people=people)
+
+    for address, colour in (("red@example.com", "#ab0001"), ("plain@example.com", "#123456")):
+        tree = emails[address]
+        shout = [r for r in head_rules(tree) if r.type == r.STYLE_RULE and r.selectorText == ".shout"]
+        assert [r.style.getPropertyValue("color") for r in shout] == [colour]
+        assert media_selectors(tree, "(max-width: 480px)") == {".shout"}
+        assert list(tree.body.iter("style")) == []
+        assert computed(one(tree, "shout")) == {"margin": "0"}
+
+
 HEAD_LAYOUT = LAYOUT.replace(
     "<head>",
     "<head><style>a:hover { text-decoration: underline; } @media (max-width: 400px) { .greeting { margin: 0; } }"
