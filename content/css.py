@@ -28,7 +28,6 @@ import cssutils
 from lxml import etree
 
 ASIDE = "data-patron-style"  # where an element's own style waits while premailer runs
-KEEP = "data-patron-keep"  # a <style> of rules premailer would drop; kept as written
 _IMPORTANT = re.compile(r"\s*!\s*important\s*$", re.IGNORECASE)
 _SHORT_HEX = re.compile(r"^#([0-9a-f])([0-9a-f])([0-9a-f])$", re.IGNORECASE)
 _LENGTH = re.compile(r"^(\d+(?:\.\d+)?)(px|%)?$")
@@ -103,7 +102,7 @@ def set_aside(tree, is_templated) -> None:
 
 def keep_element(css: str):
     """A ``<style>`` premailer leaves alone (``data-premailer="ignore"``), holding ``css``."""
-    element = etree.Element("style", {KEEP: "", "data-premailer": "ignore"})
+    element = etree.Element("style", {"data-premailer": "ignore"})  # premailer removes the attribute
     element.text = css
     return element
 

@@ -251,11 +251,7 @@ def _add(tree, additions: Additions, tags: list[str]) -> None:
     """Put Patron's own markup into a layout's tree, as elements."""
     if additions.lang:
         tree.set("lang", _mask(additions.lang, tags)[0])
-    head = tree.find("head")
-    if head is None:
-        head = lxml_html.Element("head")
-        tree.insert(0, head)
-    _insert(head, additions.head_end, tags, at_start=False)
+    _insert(_head(tree), additions.head_end, tags, at_start=False)
     _insert(tree.body, additions.body_start, tags, at_start=True)
     _insert(tree.body, additions.body_end, tags, at_start=False)
 
@@ -346,18 +342,13 @@ def inline_css(source: str, css: str, *, fragment: bool) -> str:
     """
     masked, tags = _mask(source)
     tree = lxml_html.document_fromstring(f"<html><head></head><body>{masked}</body></html>" if fragment else masked)
-    head = tree.find("head")
-    if head is None:
-        head = lxml_html.Element("head")
-        tree.insert(0, head)
+    head = _head(tree)
     cascade.set_aside(tree, _MASK.search)
     kept = cascade.dropped_rules(css) if css and not fragment else ""
     if kept:
         head.append(cascade.keep_element(kept))
     premailer.Premailer(tree, css_text=css or None, **PREMAILER_OPTIONS).transform()
     cascade.resolve(tree, _MASK.search)
-    for style in tree.iter("style"):
-        style.attrib.pop(cascade.KEEP, None)
     hoisted = cascade.hoist(tree.body)
     if fragment:
         inlined = "".join(_tostring(node) for node in hoisted) + _serialize(tree.body, fragment=True)
@@ -365,6 +356,15 @@ def inline_css(source: str, css: str, *, fragment: bool) -> str:
         head.extend(hoisted)
         inlined = _serialize(tree, fragment=False)
     return _unmask(inlined, tags)
+
+
+def _head(tree):
+    """The document's ``<head>``, added if the layout has none."""
+    head = tree.find("head")
+    if head is None:
+        head = lxml_html.Element("head")
+        tree.insert(0, head)
+    return head
 
 
 def _tostring(node) -> str:
