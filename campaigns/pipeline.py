@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from campaigns.models import Campaign, Run
 from content.models import Block, BlockVersion, LayoutVersion, Pack
 from content.rendering import (
+    Additions,
     Budget,
     CompiledPart,
     Inliner,
@@ -32,6 +33,7 @@ from content.rendering import (
     render,
     render_context,
     render_part,
+    variables,
 )
 from content.selection import Candidate, Choice, Recipient, Selector, SlotSpec, locale_chain, normalize_locale
 from delivery import ledger
@@ -46,6 +48,9 @@ PROFILING = "profiling"
 CLOCK_STEP = timedelta(minutes=1)  # how often a running send re-reads the clock for validity windows
 DYNAMIC_LINKS_KEPT = 10_000  # merge-field URLs remembered per run (one per city, say), so memory stays bounded
 STAGES = ("segment", "select", "render", "build", "send", "db")
+# What Patron adds to every HTML email, as template markup compiled into the layout (see content.rendering.Additions).
+OPEN_PIXEL = '<img src="{{ open_url }}" width="1" height="1" alt="" style="display:block;border:0">'
+HIDDEN_PREHEADER = '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{{ preheader }}</div>'
 
 
 @dataclass
@@ -150,8 +155,20 @@ class Assembly:
         if self._layout is None:
             version = self._layout_version
             inlined = self.inliner.inline(("layout", version.id), version.html, self.css, fragment=False)
+            # A layout that does not place the preheader itself gets it, hidden, first in the body.
+            preheader = self.preheaders and "preheader" not in variables(version.html)
+            additions = Additions(
+                lang="{{ language }}",
+                head_end="{{ block_heads }}",
+                body_start=HIDDEN_PREHEADER if preheader else "",
+                body_end=OPEN_PIXEL,
+            )
             self._layout = compile_part(
-                inlined, version.text, fragment=False, register_links=partial(self._register, block_version_id=None)
+                inlined,
+                version.text,
+                fragment=False,
+                register_links=partial(self._register, block_version_id=None),
+                additions=additions,
             )
         return self._layout
 
@@ -213,22 +230,24 @@ class Assembly:
         budget = Budget()
         html_slots: dict[str, Markup] = {}
         text_slots: dict[str, str] = {}
-        locales: list[str] = []
+        heads: dict[str, None] = {}
+        locales = list(dict.fromkeys(c.locale for c in choices.values() if c.candidate is not None))
+        context["language"] = locales[0] if locales else self._language(chain)
         for slot, choice in choices.items():
             if choice.candidate is None:
                 html_slots[slot], text_slots[slot] = Markup(""), ""
                 continue
             context["block_version"] = choice.candidate.version_id  # whose links merge-field URLs are
-            html_slots[slot], text = render_part(self.block(choice.candidate.version_id), context, budget)
+            html_slots[slot], text, head = render_part(self.block(choice.candidate.version_id), context, budget)
             text_slots[slot] = text.strip()
-            if choice.locale not in locales:
-                locales.append(choice.locale)
+            heads[head] = None
         context["subject"] = subject = _one_line(render(_for_chain(self.subjects, chain), context, budget))
         preheader = _for_chain(self.preheaders, chain)
         context["preheader"] = _one_line(render(preheader, context, budget)) if preheader else ""
         context["slots"], context["text_slots"], context["block_version"] = html_slots, text_slots, None
-        html, text = render_part(self.layout(), context, budget)
-        html = _with_pixel(html, self.signer.open_url(delivery_id))
+        context["block_heads"] = Markup("".join(heads))  # the blocks' @media and :hover rules, for <head>
+        context["open_url"] = self.signer.open_url(delivery_id)
+        html, text, _ = render_part(self.layout(), context, budget)
         language = ", ".join(locales) or chain[0]
         return Rendered(subject, html, text, language, choices, unsubscribe_url)
 
@@ -247,6 +266,13 @@ class Assembly:
             unsubscribe_url=rendered.unsubscribe_url,
         )
         return (self.sign(message) if self.sign else message), message_id
+
+    def _language(self, chain: tuple[str, ...]) -> str:
+        """The language of an email without blocks: the first in the chain the pack has phrases or a subject in."""
+        for locale in chain:
+            if locale in self.strings_by_locale or locale in self.subjects:
+                return locale
+        return self.default_locale
 
     def _track_url(self, delivery_id: int, url: str, block_version_id: int | None) -> str:
         """A link built from merge fields: registered the first time any recipient's email has it."""
@@ -351,9 +377,3 @@ def _for_chain(templates: dict, chain: tuple[str, ...]):
 
 def _one_line(value: str) -> str:
     return " ".join(value.split())
-
-
-def _with_pixel(html: str, url: str) -> str:
-    pixel = f'<img src="{url}" width="1" height="1" alt="" style="display:block;border:0">'
-    end = html.rfind("</body>")
-    return html[:end] + pixel + html[end:] if end >= 0 else html + pixel

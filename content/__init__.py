@@ -7,6 +7,8 @@ the CSS-inlining cache; block selection for a recipient.
   rewritten, text derived) and rendering it per recipient within limits;
 - ``checking``: static checks of templates (syntax, filters, merge fields,
   phrases, slots) at import, campaign creation, preview and send;
+- ``css``: what premailer leaves undone: the cascade in style attributes, and
+  the CSS that must stay in a ``<style>`` in the head;
 - ``inlining``: premailer's results shared by every worker and run;
 - ``text``: the text part derived from HTML;
 - ``selection``: the pure function that picks a block per slot.

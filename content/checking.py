@@ -58,6 +58,7 @@ def template_names(
         "campaign": frozenset(CAMPAIGN_FIELDS),
         "unsubscribe_url": None,
         "link": None,
+        "language": None,
     }
     if kind in ("preheader", "layout"):
         names["subject"] = None

@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from content.models import InlinedPart
-from content.rendering import Inliner, inline_css
+from content.rendering import INLINED_FORMAT, Inliner, inline_css
 from segments.db import utcnow
 
 CLAIM_TIMEOUT = timedelta(seconds=30)  # a claim older than this was abandoned: inline it anew
@@ -37,7 +37,9 @@ class SharedInliner(Inliner):
         if cache_key in self._cache:
             return self._cache[cache_key]
         kind, version_id = key
-        row = {"kind": kind, "version_id": version_id, "css_digest": hashlib.sha256(css.encode()).hexdigest()}
+        # The format is part of the digest: a row inlined by an older Patron is never served as this one's.
+        digest = hashlib.sha256(f"{INLINED_FORMAT}\n{css}".encode()).hexdigest()
+        row = {"kind": kind, "version_id": version_id, "css_digest": digest}
         html = self._wait_or_claim(row)
         if html is None:
             self.calls += 1

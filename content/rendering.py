@@ -1,14 +1,19 @@
 """Sandboxed rendering: templates compiled once per version, rendered once per recipient.
 
 Everything a pack or a marketer writes renders in Jinja's immutable sandbox
-with HTML autoescaping. The expensive work happens once per layout/block
-version, in ``compile_part``: premailer inlines the CSS (the Jinja tags are
-masked first so the HTML parser leaves them alone), every ``http(s)`` link
-becomes a call to the ``link`` function of the render context so each
-recipient gets their own signed tracking URL, a text version is derived when
-the pack has none, and both are compiled to templates. ``render`` then runs a
-compiled template for one recipient within an output-size cap and a time
-budget.
+with HTML autoescaping. A missing value never prints as "None": a ``None``
+attribute, item or call result is undefined (so ``fallback`` and ``default``
+apply) and undefined prints as nothing.
+
+The expensive work happens once per layout/block version. ``inline_css`` runs
+premailer (the Jinja tags are masked first so the HTML parser leaves them
+alone; ``content.css`` fixes the cascade around it and keeps what cannot be
+inlined). ``compile_part`` makes every ``http(s)`` link a call to the ``link``
+function of the render context so each recipient gets their own signed
+tracking URL, derives a text version when the pack has none, adds the markup
+Patron puts in every email of a layout (``Additions``) as elements, and
+compiles it all to one template. ``render`` then runs a compiled template for
+one recipient within an output-size cap and a time budget.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from functools import cache
 from itertools import islice
 
 import premailer
-from jinja2 import ChainableUndefined, Template, TemplateError, Undefined, pass_context
+from jinja2 import ChainableUndefined, Template, TemplateError, Undefined, meta, pass_context
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from lxml import html as lxml_html
 from markupsafe import Markup
 
+from content import css as cascade
 from content.text import html_to_text
 
 MAX_OUTPUT_BYTES = 512 * 1024
@@ -37,15 +43,19 @@ _CHECK_EVERY = 256  # template chunks joined between checks of the size cap and 
 _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _MASK = re.compile(r"ptjx(\d{5})x")
 _TRACKED_SCHEMES = ("http://", "https://")
-# Classes stay (media queries in the head still need them); nothing is fetched.
+# Classes stay (media queries in the head still need them); nothing is fetched. !important is kept so that
+# content.css can see it, and HTML attributes (width, bgcolor…) are written there, from the computed style.
 PREMAILER_OPTIONS = {
     "keep_style_tags": False,
     "remove_classes": False,
     "strip_important": False,
     "allow_network": False,
     "disable_validation": True,
+    "disable_basic_attributes": ["align", "valign", "bgcolor", "width", "height"],
     "cssutils_logging_level": logging.CRITICAL,
 }
+# What inline_css returns changes with this number, so a stored result of an older format is never reused.
+INLINED_FORMAT = 2
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'{}]+[^\s<>\"'{}.,;:!?)\]]")
 
 
@@ -68,18 +78,39 @@ def track(context, url) -> str:
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, where touching an unsafe attribute is an error rather than an empty string.
+    """The immutable sandbox, where an unsafe attribute is an error and a missing value is undefined.
 
     Jinja's sandbox answers ``{{ ''.__class__ }}`` with an undefined value that
     prints as nothing; a template that tries it should fail loudly instead.
+    A ``None`` (a contact without a first name, a null attribute, ``.get()``
+    of an absent key) is as missing as an absent key, so it is undefined too:
+    ``fallback`` and ``default`` replace it, ``if`` finds it false, ``~`` and
+    filters see an empty string.
     """
 
     def unsafe_undefined(self, obj, attribute):
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
 
+    def getattr(self, obj, attribute):
+        value = super().getattr(obj, attribute)
+        return self.undefined(obj=obj, name=attribute) if value is None else value
+
+    def getitem(self, obj, argument):
+        value = super().getitem(obj, argument)
+        return self.undefined(obj=obj, name=argument) if value is None else value
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own signature)
+        value = super().call(__context, __obj, *args, **kwargs)
+        return __self.undefined(name=getattr(__obj, "__name__", None)) if value is None else value
+
+
+def _blank_none(value):
+    """What an expression prints: ``None`` (a variable set to nothing) prints as nothing."""
+    return "" if value is None else value
+
 
 def _environment(autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = _Sandbox(autoescape=autoescape, undefined=ChainableUndefined, auto_reload=False)
+    env = _Sandbox(autoescape=autoescape, undefined=ChainableUndefined, auto_reload=False, finalize=_blank_none)
     env.filters["fallback"] = fallback
     env.filters["track"] = track
     return env
@@ -102,13 +133,19 @@ def check_template(source: str, *, text: bool = False) -> None:
     (text_environment() if text else html_environment()).parse(source)
 
 
+def variables(source: str) -> set[str]:
+    """The context variables an HTML template reads (``preheader``, ``contact`` …)."""
+    return meta.find_undeclared_variables(html_environment().parse(source))
+
+
 def compile_text(source: str) -> Template | str:
     """A one-line text template (subject, preheader) compiled in the sandbox, or the text itself if it has no tags."""
     return text_environment().from_string(source) if _JINJA_TAG.search(source) else source
 
 
-# Between the HTML and the text in a part's one template. It holds a '<', so a
-# merge field (escaped in the HTML) can never fake it.
+# Between the head, the HTML and the text in a part's one template. They hold a
+# '<', so a merge field (escaped in the HTML) can never fake them.
+_HEAD_END = "\x1f<patron:head>\x1f"
 _TEXT_PART = "\x1f<patron:text>\x1f"
 
 
@@ -118,11 +155,29 @@ class CompiledPart:
 
     HTML and text render in one pass (half the per-render overhead, which
     dominates for small blocks); the text half turns autoescaping off and
-    reads ``text_slots`` as its ``slots``.
+    reads ``text_slots`` as its ``slots``. A block with CSS that cannot be
+    inlined (``@media``, ``:hover``, an ``[if mso]`` style) renders that first,
+    as its ``head``: the layout puts it in the email's ``<head>``.
     """
 
     template: Template
     links: tuple[str, ...]
+    has_head: bool = False
+
+
+@dataclass(frozen=True)
+class Additions:
+    """Markup Patron adds to every email of a layout, as Jinja HTML: parsed into elements, never pasted in as text.
+
+    ``lang`` is the ``<html lang>`` value (it replaces the layout's own);
+    ``head_end`` goes last in ``<head>``, ``body_start`` and ``body_end`` first
+    and last in ``<body>``.
+    """
+
+    lang: str = ""
+    head_end: str = ""
+    body_start: str = ""
+    body_end: str = ""
 
 
 @dataclass
@@ -147,10 +202,12 @@ def compile_part(
     *,
     fragment: bool,
     register_links: Callable[[Sequence[str]], Sequence[int]],
+    additions: Additions | None = None,
 ) -> CompiledPart:
     """Templates for an inlined version: links rewritten to ``link(id)`` calls, text derived if absent."""
     masked, tags = _mask(inlined)
     tree = _parse(masked, fragment=fragment)
+    head = "".join(_tostring(node) for node in cascade.hoist(tree)) if fragment else ""
     urls = _static_links(tree, tags)
     ids = dict(zip(urls, register_links(urls))) if urls else {}
     for anchor in tree.iter("a"):
@@ -160,7 +217,6 @@ def compile_part(
         elif _MASK.search(href) and _unmask(href, tags).startswith(_TRACKED_SCHEMES):
             # A link built from merge fields: registered when it is rendered.
             anchor.set("href", _add_tag(tags, "{% filter track %}" + _unmask(href, tags) + "{% endfilter %}"))
-    html_source = _unmask(_serialize(tree, fragment=fragment), tags)
     if text_source is None:
         text_source = _unmask(html_to_text(tree), tags)
     else:
@@ -169,15 +225,57 @@ def compile_part(
     text_source = (
         "{% autoescape false %}{% with slots = text_slots %}" + text_source + "{% endwith %}{% endautoescape %}"
     )
+    if additions is not None and not fragment:
+        _add(tree, additions, tags)
+    html_source = _unmask(_serialize(tree, fragment=fragment), tags)
+    if head:
+        html_source = _unmask(head, tags) + _HEAD_END + html_source
     return CompiledPart(
-        template=html_environment().from_string(html_source + _TEXT_PART + text_source), links=tuple(urls)
+        template=html_environment().from_string(html_source + _TEXT_PART + text_source),
+        links=tuple(urls),
+        has_head=bool(head),
     )
 
 
-def render_part(part: CompiledPart, context: dict, budget: Budget) -> tuple[Markup, str]:
-    """The part's HTML (safe to put in another template) and text, for one recipient."""
-    html, _, text = render(part.template, context, budget).partition(_TEXT_PART)
-    return Markup(html), text
+def render_part(part: CompiledPart, context: dict, budget: Budget) -> tuple[Markup, str, Markup]:
+    """The part's HTML (safe to put in another template), text and head markup, for one recipient."""
+    rendered = render(part.template, context, budget)
+    head = ""
+    if part.has_head:
+        head, _, rendered = rendered.partition(_HEAD_END)
+    html, _, text = rendered.partition(_TEXT_PART)
+    return Markup(html), text, Markup(head)
+
+
+def _add(tree, additions: Additions, tags: list[str]) -> None:
+    """Put Patron's own markup into a layout's tree, as elements."""
+    if additions.lang:
+        tree.set("lang", _mask(additions.lang, tags)[0])
+    _insert(_head(tree), additions.head_end, tags, at_start=False)
+    _insert(tree.body, additions.body_start, tags, at_start=True)
+    _insert(tree.body, additions.body_end, tags, at_start=False)
+
+
+def _insert(parent, source: str, tags: list[str], *, at_start: bool) -> None:
+    """``source`` (Jinja HTML) parsed and placed first or last in ``parent``."""
+    if not source:
+        return
+    nodes = lxml_html.fragments_fromstring(_mask(source, tags)[0])
+    text = nodes.pop(0) if nodes and isinstance(nodes[0], str) else ""
+    if at_start:
+        rest, parent.text = parent.text or "", text
+        for index, node in enumerate(nodes):
+            parent.insert(index, node)
+        if nodes:
+            nodes[-1].tail = (nodes[-1].tail or "") + rest
+        else:
+            parent.text = text + rest
+        return
+    if len(parent):
+        parent[-1].tail = (parent[-1].tail or "") + text
+    else:
+        parent.text = (parent.text or "") + text
+    parent.extend(nodes)
 
 
 def _link_call(link_id: int) -> str:
@@ -236,18 +334,46 @@ def render(template: Template | str, context: dict, budget: Budget) -> str:
 
 
 def inline_css(source: str, css: str, *, fragment: bool) -> str:
-    """One premailer pass: ``css`` inlined into ``source``, whose Jinja tags are left as they are."""
+    """One premailer pass: ``css`` inlined into ``source``, whose Jinja tags are left as they are.
+
+    What cannot be inlined is kept in ``<style>`` elements: a layout's in its
+    ``<head>``; a block's (a fragment) at its start, for ``compile_part`` to
+    hand to the layout's head.
+    """
     masked, tags = _mask(source)
-    inlined = premailer.Premailer(masked, css_text=css or None, **PREMAILER_OPTIONS).transform()
+    tree = lxml_html.document_fromstring(f"<html><head></head><body>{masked}</body></html>" if fragment else masked)
+    head = _head(tree)
+    cascade.set_aside(tree, _MASK.search)
+    kept = cascade.dropped_rules(css) if css and not fragment else ""
+    if kept:
+        head.append(cascade.keep_element(kept))
+    premailer.Premailer(tree, css_text=css or None, **PREMAILER_OPTIONS).transform()
+    cascade.resolve(tree, _MASK.search)
+    hoisted = cascade.hoist(tree.body)
     if fragment:
-        body = lxml_html.document_fromstring(inlined).body
-        inlined = _serialize(body, fragment=True)
+        inlined = "".join(_tostring(node) for node in hoisted) + _serialize(tree.body, fragment=True)
+    else:
+        head.extend(hoisted)
+        inlined = _serialize(tree, fragment=False)
     return _unmask(inlined, tags)
 
 
-def _mask(source: str) -> tuple[str, list[str]]:
-    """Replace each Jinja tag by an inert word the HTML parser and premailer leave alone."""
-    tags: list[str] = []
+def _head(tree):
+    """The document's ``<head>``, added if the layout has none."""
+    head = tree.find("head")
+    if head is None:
+        head = lxml_html.Element("head")
+        tree.insert(0, head)
+    return head
+
+
+def _tostring(node) -> str:
+    return lxml_html.tostring(node, encoding="unicode", with_tail=False)
+
+
+def _mask(source: str, tags: list[str] | None = None) -> tuple[str, list[str]]:
+    """Replace each Jinja tag by an inert word the HTML parser and premailer leave alone (numbered on from ``tags``)."""
+    tags = [] if tags is None else tags
 
     def hide(match: re.Match) -> str:
         tags.append(match.group(0))
