@@ -33,7 +33,17 @@ from content.rendering import (
     render_context,
     render_part,
 )
-from content.selection import Candidate, Choice, Recipient, Selector, SlotSpec, locale_chain, normalize_locale
+from content.selection import (
+    Candidate,
+    Choice,
+    Recipient,
+    Selector,
+    SlotSpec,
+    locale_chain,
+    locale_key,
+    locale_tag,
+    normalize_locale,
+)
 from delivery import ledger
 from delivery.message import Address, MessageTemplate, new_message_id, sending_domain
 from delivery.models import ShownBlock
@@ -109,7 +119,7 @@ class Assembly:
         layout = session.get(LayoutVersion, run.content["layout_version"])
         pack = session.get(Pack, run.content["pack"])
         self.default_locale = pack.default_locale
-        self.strings_by_locale = {normalize_locale(k): v for k, v in (pack.strings or {}).items()}
+        self.strings_by_locale = _by_locale_key(pack.strings or {})
         self.slots = list(layout.slots)
         self.css = layout.css
         self._session = session
@@ -182,8 +192,8 @@ class Assembly:
         strings = self._strings.get(chain)
         if strings is None:
             strings = {}
-            for locale in reversed(chain):
-                strings.update(self.strings_by_locale.get(locale) or {})
+            for key in reversed(chain):
+                strings.update(self.strings_by_locale.get(key) or {})
             self._strings[chain] = strings
         return strings
 
@@ -229,7 +239,7 @@ class Assembly:
         context["slots"], context["text_slots"], context["block_version"] = html_slots, text_slots, None
         html, text = render_part(self.layout(), context, budget)
         html = _with_pixel(html, self.signer.open_url(delivery_id))
-        language = ", ".join(locales) or chain[0]
+        language = _language(locales, self.subjects, chain, self.default_locale)
         return Rendered(subject, html, text, language, choices, unsubscribe_url)
 
     def build(self, delivery_id: int, profile: Profile, rendered: Rendered) -> tuple[bytes, str]:
@@ -342,11 +352,37 @@ def _slot_spec(name: str, options: dict) -> SlotSpec:
     )
 
 
+def _by_locale_key(by_locale: dict[str, dict]) -> dict[str, dict]:
+    """Mappings per stored locale merged per ``locale_key``: ``zh-tw`` and ``zh-hant-tw`` are one locale."""
+    merged: dict[str, dict] = {}
+    for locale, values in by_locale.items():
+        merged.setdefault(locale_key(locale), {}).update(values or {})
+    return merged
+
+
+def _chosen_locale(templates: dict, chain: tuple[str, ...]) -> str | None:
+    """The key of ``templates`` (a locale as written, or "*") for the chain, matched as blocks are: by equivalence."""
+    for key in chain:
+        for locale in templates:
+            if locale_key(locale) == key:  # cached: no Babel per recipient
+                return locale
+    return "*" if "*" in templates else next(iter(templates), None)
+
+
 def _for_chain(templates: dict, chain: tuple[str, ...]):
-    for locale in chain:
-        if locale in templates:
-            return templates[locale]
-    return templates.get("*") or next(iter(templates.values()), None)
+    locale = _chosen_locale(templates, chain)
+    return None if locale is None else templates[locale]
+
+
+def _language(block_locales: list[str], subjects: dict, chain: tuple[str, ...], default: str) -> str:
+    """Content-Language: the locales the blocks were chosen in or, with no block, the subject's (or the default)."""
+    if not block_locales:
+        subject = _chosen_locale(subjects, chain)
+        block_locales = [default if subject in (None, "*") else subject]
+    tags: dict[str | None, str | None] = {}
+    for locale in block_locales:  # one tag per locale however its blocks spell it (zh-TW, zh-Hant-TW)
+        tags.setdefault(locale_key(locale), locale_tag(locale))
+    return ", ".join(tags.values())
 
 
 def _one_line(value: str) -> str:
