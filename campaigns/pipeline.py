@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from markupsafe import Markup
@@ -362,11 +362,20 @@ def _by_locale_key(by_locale: dict[str, dict]) -> dict[str, dict]:
 
 def _chosen_locale(templates: dict, chain: tuple[str, ...]) -> str | None:
     """The key of ``templates`` (a locale as written, or "*") for the chain, matched as blocks are: by equivalence."""
+    by_key = _keys_by_locale_key(tuple(templates))
     for key in chain:
-        for locale in templates:
-            if locale_key(locale) == key:  # cached: no Babel per recipient
-                return locale
+        if key in by_key:
+            return by_key[key]
     return "*" if "*" in templates else next(iter(templates), None)
+
+
+@lru_cache(maxsize=64)
+def _keys_by_locale_key(locales: tuple[str, ...]) -> dict[str | None, str]:
+    # Once per campaign's set of subject or preheader locales, not per recipient.
+    by_key: dict[str | None, str] = {}
+    for locale in locales:
+        by_key.setdefault(locale_key(locale), locale)
+    return by_key
 
 
 def _for_chain(templates: dict, chain: tuple[str, ...]):

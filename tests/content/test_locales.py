@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 
 import lxml.html
 import pytest
+from babel.localedata import locale_identifiers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
@@ -112,6 +113,20 @@ def test_locales_are_stored_as_lowercase_bcp47_and_written_in_headers_in_their_u
         "en",
         "ca-ES-valencia",
     ]
+
+
+def test_no_locale_cldr_knows_falls_back_across_scripts():
+    """Every Traditional Chinese locale stays off zh (Simplified); every Latin Serbian one off sr (Cyrillic)."""
+    known = [ident.replace("_", "-") for ident in locale_identifiers()]
+    traditional = [tag for tag in known if tag.startswith("zh-Hant")]
+    latin_serbian = [tag for tag in known if tag.startswith("sr-Latn")]
+    assert len(traditional) >= 3 and len(latin_serbian) >= 3
+    for tag in traditional:
+        assert "zh" not in locale_chain(tag, "en"), tag
+    for tag in latin_serbian:
+        assert "sr" not in locale_chain(tag, "en"), tag
+    for tag in known:
+        assert locale_chain(tag, "en")[0] == locale_key(tag)
 
 
 # Tag-shaped strings from real subtags (so that likely subtags and parent locales come up), and any text at all.
@@ -217,6 +232,18 @@ SUBJECTS = {
     "sr-Latn": "Ove nedelje",
     "es": "Esta semana",
 }
+# The same locales spelt otherwise: the preheader must follow the subject's choice, whatever the spelling.
+PREHEADERS = {
+    "en-US": "This week",
+    "zh-TW": "本週精選",
+    "zh-Hans-CN": "本周精选",
+    "pt-BR": "Novidades da semana",
+    "pt_PT": "As novidades da semana",
+    "sr-Cyrl": "Ове недеље",
+    "sr-Latn-RS": "Ove nedelje",
+    "es-ES": "Esta semana",
+}
+PREHEADERS = {locale: f"Preheader: {text}" for locale, text in PREHEADERS.items()}
 
 # customer's locale -> (hero block, offer block or None, subject, greeting, Content-Language)
 EXPECTED = {
@@ -245,7 +272,7 @@ def test_each_customer_gets_blocks_subject_and_phrases_in_one_locale_chosen_by_c
         {"email": f"c{i}@example.com", "first_name": f"N{i}", "locale": locale} for i, locale in enumerate(EXPECTED)
     ]
     add_contacts(session, [dict(p) for p in people])
-    campaign = add_campaign(session, subject=SUBJECTS, preheader=None)
+    campaign = add_campaign(session, subject=SUBJECTS, preheader=PREHEADERS)
     run = start_run(session, campaign.id)
     session.commit()
     execute_run(worker_config(engine, tmp_path, smtp_server.url), run.id)
@@ -258,8 +285,11 @@ def test_each_customer_gets_blocks_subject_and_phrases_in_one_locale_chosen_by_c
     for person in people:
         message = received[person["email"]]
         _, html = parts(message)
-        greeting = lxml.html.fromstring(html).find_class("greeting")[0].text_content()
+        document = lxml.html.fromstring(html)
+        greeting = document.find_class("greeting")[0].text_content()
         assert greeting.endswith(f" {person['first_name']},")
+        preheaders = [text for text in PREHEADERS.values() if text in document.text_content()]
+        assert preheaders == [f"Preheader: {message['Subject']}"]
         hero_key, *offer = [keys[version] for version in shown[person["email"]]]
         got[person["locale"]] = (
             hero_key,
