@@ -126,6 +126,7 @@ _Tag = tuple[str, str | None, str | None, str | None]
 _TAG_CACHE = 4096  # distinct locale strings remembered; a campaign's audience has a few dozen
 
 
+@lru_cache(maxsize=_TAG_CACHE)
 def locale_key(value: str | None) -> str | None:
     """The locale's class of equivalents, as the shortest lowercase tag CLDR's likely subtags expand alike.
 
@@ -140,6 +141,7 @@ def locale_key(value: str | None) -> str | None:
     return text if tag is None else _minimal(tag)
 
 
+@lru_cache(maxsize=_TAG_CACHE)
 def locale_tag(value: str | None) -> str | None:
     """The locale as written in headers and ``lang``: BCP 47 in its conventional case ("zh-hant-tw" -> "zh-Hant-TW")."""
     text = normalize_locale(value)
