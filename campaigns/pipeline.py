@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from markupsafe import Markup
@@ -35,7 +35,17 @@ from content.rendering import (
     render_part,
     variables,
 )
-from content.selection import Candidate, Choice, Recipient, Selector, SlotSpec, locale_chain, normalize_locale
+from content.selection import (
+    Candidate,
+    Choice,
+    Recipient,
+    Selector,
+    SlotSpec,
+    locale_chain,
+    locale_key,
+    locale_tag,
+    normalize_locale,
+)
 from delivery import ledger
 from delivery.message import Address, MessageTemplate, new_message_id, sending_domain
 from delivery.models import ShownBlock
@@ -114,7 +124,7 @@ class Assembly:
         layout = session.get(LayoutVersion, run.content["layout_version"])
         pack = session.get(Pack, run.content["pack"])
         self.default_locale = pack.default_locale
-        self.strings_by_locale = {normalize_locale(k): v for k, v in (pack.strings or {}).items()}
+        self.strings_by_locale = _by_locale_key(pack.strings or {})
         self.slots = list(layout.slots)
         self.css = layout.css
         self._session = session
@@ -199,8 +209,8 @@ class Assembly:
         strings = self._strings.get(chain)
         if strings is None:
             strings = {}
-            for locale in reversed(chain):
-                strings.update(self.strings_by_locale.get(locale) or {})
+            for key in reversed(chain):
+                strings.update(self.strings_by_locale.get(key) or {})
             self._strings[chain] = strings
         return strings
 
@@ -232,7 +242,8 @@ class Assembly:
         text_slots: dict[str, str] = {}
         heads: dict[str, None] = {}
         locales = list(dict.fromkeys(c.locale for c in choices.values() if c.candidate is not None))
-        context["language"] = locales[0] if locales else self._language(chain)
+        language = _language(locales, self.subjects, chain, self.default_locale)
+        context["language"] = language.partition(",")[0]  # <html lang> takes one tag: the first block's
         for slot, choice in choices.items():
             if choice.candidate is None:
                 html_slots[slot], text_slots[slot] = Markup(""), ""
@@ -248,7 +259,6 @@ class Assembly:
         context["block_heads"] = Markup("".join(heads))  # the blocks' @media and :hover rules, for <head>
         context["open_url"] = self.signer.open_url(delivery_id)
         html, text, _ = render_part(self.layout(), context, budget)
-        language = ", ".join(locales) or chain[0]
         return Rendered(subject, html, text, language, choices, unsubscribe_url)
 
     def build(self, delivery_id: int, profile: Profile, rendered: Rendered) -> tuple[bytes, str]:
@@ -266,13 +276,6 @@ class Assembly:
             unsubscribe_url=rendered.unsubscribe_url,
         )
         return (self.sign(message) if self.sign else message), message_id
-
-    def _language(self, chain: tuple[str, ...]) -> str:
-        """The language of an email without blocks: the first in the chain the pack has phrases or a subject in."""
-        for locale in chain:
-            if locale in self.strings_by_locale or locale in self.subjects:
-                return locale
-        return self.default_locale
 
     def _track_url(self, delivery_id: int, url: str, block_version_id: int | None) -> str:
         """A link built from merge fields: registered the first time any recipient's email has it."""
@@ -368,11 +371,46 @@ def _slot_spec(name: str, options: dict) -> SlotSpec:
     )
 
 
+def _by_locale_key(by_locale: dict[str, dict]) -> dict[str, dict]:
+    """Mappings per stored locale merged per ``locale_key``: ``zh-tw`` and ``zh-hant-tw`` are one locale."""
+    merged: dict[str, dict] = {}
+    for locale, values in by_locale.items():
+        merged.setdefault(locale_key(locale), {}).update(values or {})
+    return merged
+
+
+def _chosen_locale(templates: dict, chain: tuple[str, ...]) -> str | None:
+    """The key of ``templates`` (a locale as written, or "*") for the chain, matched as blocks are: by equivalence."""
+    by_key = _keys_by_locale_key(tuple(templates))
+    for key in chain:
+        if key in by_key:
+            return by_key[key]
+    return "*" if "*" in templates else next(iter(templates), None)
+
+
+@lru_cache(maxsize=64)
+def _keys_by_locale_key(locales: tuple[str, ...]) -> dict[str | None, str]:
+    # Once per campaign's set of subject or preheader locales, not per recipient.
+    by_key: dict[str | None, str] = {}
+    for locale in locales:
+        by_key.setdefault(locale_key(locale), locale)
+    return by_key
+
+
 def _for_chain(templates: dict, chain: tuple[str, ...]):
-    for locale in chain:
-        if locale in templates:
-            return templates[locale]
-    return templates.get("*") or next(iter(templates.values()), None)
+    locale = _chosen_locale(templates, chain)
+    return None if locale is None else templates[locale]
+
+
+def _language(block_locales: list[str], subjects: dict, chain: tuple[str, ...], default: str) -> str:
+    """Content-Language: the locales the blocks were chosen in or, with no block, the subject's (or the default)."""
+    if not block_locales:
+        subject = _chosen_locale(subjects, chain)
+        block_locales = [default if subject in (None, "*") else subject]
+    tags: dict[str | None, str | None] = {}
+    for locale in block_locales:  # one tag per locale however its blocks spell it (zh-TW, zh-Hant-TW)
+        tags.setdefault(locale_key(locale), locale_tag(locale))
+    return ", ".join(tags.values())
 
 
 def _one_line(value: str) -> str:
