@@ -1,4 +1,4 @@
-"""``patron campaigns``: create a campaign from YAML, send it, follow it, preview it."""
+"""``patron campaigns``: create a campaign from YAML, list and show campaigns, send, follow and preview them."""
 
 from __future__ import annotations
 
@@ -15,10 +15,23 @@ from flask.cli import with_appcontext
 from campaigns.definition import CampaignError, load_definition
 from campaigns.executors import WorkerConfig, execute_run
 from campaigns.preview import preview
-from campaigns.runs import cancel, create_campaign, get_campaign, pause, prepare_resume, resend_unknown, start_run
+from campaigns.runs import (
+    AlreadySent,
+    campaign_detail,
+    campaign_summaries,
+    cancel,
+    create_campaign,
+    get_campaign,
+    pause,
+    prepare_resume,
+    resend_unknown,
+    start_run,
+)
 from campaigns.runs import status as run_status
 from content.rendering import RenderError
 from delivery.tracking import LinkSigner
+from web.campaigns_format import definition_lines, last_run, printable, skipped_line, tally, to_json, when
+from web.cli import command_name
 from web.db import get_session
 
 workers_option = click.option(
@@ -53,11 +66,13 @@ def _fail(exc: Exception):
     raise click.ClickException(str(exc)) from None
 
 
-def _commit(service, *args):
+def _commit(service, *args, **options):
     """Run a campaigns service in this command's session and commit; its error as one line if it refuses."""
     session = get_session()
     try:
-        result = service(session, *args)
+        result = service(session, *args, **options)
+    except AlreadySent:
+        raise  # the command that can send again says how
     except CampaignError as exc:
         _fail(exc)
     session.commit()
@@ -122,17 +137,24 @@ def launch(campaign_id: int, run_id: int, workers: int, wait: bool) -> None:
             start_new_session=True,
         )
     click.echo(f"run {run_id} is sending in the background (process {process.pid}, log {log})")
-    click.echo(f"follow it with: patron campaigns status {campaign_id}")
+    click.echo(f"follow it with: {command_name()} campaigns status {campaign_id}")
 
 
 @campaigns_group.command("send")
 @click.argument("campaign_id", type=int)
 @wait_option
 @workers_option
+@click.option("--again", is_flag=True, help="Send once more after a finished run: to everyone the rules select now.")
 @with_appcontext
-def send_command(campaign_id, wait, workers):
+def send_command(campaign_id, wait, workers, again):
     """Start a run of campaign CAMPAIGN_ID."""
-    run = _commit(start_run, campaign_id)
+    try:
+        run = _commit(start_run, campaign_id, again=again)
+    except AlreadySent as exc:
+        _fail(
+            f"{exc}; `{command_name()} campaigns send {campaign_id} --again` sends to everyone again"
+            " (those the new run's rules select)"
+        )
     launch(campaign_id, run.id, workers, wait)
 
 
@@ -164,13 +186,70 @@ def _print_status(campaign_id: int, as_json: bool = False) -> None:
     current = run_status(session, campaign_id)
     session.rollback()
     if as_json:
-        click.echo(json.dumps(current))
+        click.echo(to_json(current))
         return
-    counts = ", ".join(f"{current[k]:,} {k}" for k in ("sent", "pending", "sending", "failed", "skipped", "unknown"))
     run = f"run {current['run']}" if current["run"] else "no run yet"
-    click.echo(f"campaign {campaign_id}, {run}: {current['state']} — {current['total']:,} recipients: {counts}")
+    click.echo(f"campaign {campaign_id}, {run}: {current['state']} — {tally(current)}")
+    if current["skipped"]:
+        click.echo(skipped_line(current))
     if current.get("note"):
         click.echo(f"note: {current['note']}")
+
+
+@campaigns_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@with_appcontext
+def list_command(as_json):
+    """Every campaign: its audience, layout, when it was created and its last run."""
+    session = get_session()
+    campaigns = campaign_summaries(session)
+    session.rollback()
+    if as_json:
+        click.echo(to_json(campaigns))
+        return
+    if not campaigns:
+        click.echo(f"no campaigns yet: `{command_name()} campaigns create FILE.yaml` stores one")
+        return
+    rows = [("id", "name", "segment", "layout", "created", "last run")]
+    for campaign in campaigns:
+        segment = printable(campaign["segment"]) if campaign["segment"] else "(inline rules)"
+        name, layout = printable(campaign["name"]), printable(campaign["layout"])
+        rows.append((str(campaign["id"]), name, segment, layout, when(campaign["created"]), last_run(campaign)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+
+
+@campaigns_group.command("show")
+@click.argument("campaign_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def show_command(campaign_id, as_json):
+    """The campaign's definition and every run of it, with states and counts."""
+    session = get_session()
+    try:
+        campaign = campaign_detail(session, campaign_id)
+    except CampaignError as exc:
+        _fail(exc)
+    session.rollback()
+    if as_json:
+        click.echo(to_json(campaign))
+        return
+    click.echo(f"campaign {campaign['id']}: {printable(campaign['name'])}, created {when(campaign['created'])}")
+    for label, value in definition_lines(campaign["definition"]):
+        click.echo(f"{label}: {printable(value)}")
+    if not campaign["runs"]:
+        click.echo(f"no runs yet: `{command_name()} campaigns send {campaign_id}` starts one")
+        return
+    click.echo("runs, newest first:")
+    for run in campaign["runs"]:
+        click.echo(f"  run {run['run']}: {run['state']}, started {when(run['started'])}", nl=False)
+        click.echo(f", finished {when(run['finished'])}" if run["finished"] else "")
+        click.echo(f"    {tally(run)}")
+        if run["skipped"]:
+            click.echo(f"    {skipped_line(run)}")
+        if run["note"]:
+            click.echo(f"    note: {printable(run['note'])}")
 
 
 @campaigns_group.command("pause")
@@ -179,7 +258,7 @@ def _print_status(campaign_id: int, as_json: bool = False) -> None:
 def pause_command(campaign_id):
     """Pause the running send; nothing pending is lost."""
     run = _commit(pause, campaign_id)
-    click.echo(f"run {run.id} paused; `patron campaigns resume {campaign_id}` carries on")
+    click.echo(f"run {run.id} paused; `{command_name()} campaigns resume {campaign_id}` carries on")
 
 
 @campaigns_group.command("resume")

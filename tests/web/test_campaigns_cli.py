@@ -83,7 +83,7 @@ def test_pause_resume_and_cancel_a_run(runner, session, tmp_path):
     status = json.loads(runner.invoke(args=["campaigns", "status", str(campaign_id), "--json"]).output)
     assert status["state"] == "finished" and status["sent"] == 5
 
-    again = runner.invoke(args=["campaigns", "send", str(campaign_id), "--wait"])
+    again = runner.invoke(args=["campaigns", "send", str(campaign_id), "--again", "--wait"])
     assert again.exit_code == 0
     cancelled = runner.invoke(args=["campaigns", "cancel", str(campaign_id)])
     assert cancelled.exit_code == 1 and "its last run 2 is finished" in cancelled.output
