@@ -30,9 +30,19 @@ from campaigns.runs import (
 from campaigns.runs import status as run_status
 from content.rendering import RenderError
 from delivery.tracking import LinkSigner
-from web.campaigns_format import definition_lines, last_run, printable, skipped_line, tally, to_json, when
+from web.campaigns_format import (
+    LISTED,
+    definition_lines,
+    last_run,
+    printable,
+    skipped_line,
+    tally,
+    to_json,
+    when,
+)
 from web.cli import command_name
 from web.db import get_session
+from web.segments_cli import _table as table  # every noun's list reads the same
 
 workers_option = click.option(
     "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Local worker processes."
@@ -210,14 +220,19 @@ def list_command(as_json):
     if not campaigns:
         click.echo(f"no campaigns yet: `{command_name()} campaigns create FILE.yaml` stores one")
         return
-    rows = [("id", "name", "segment", "layout", "created", "last run")]
-    for campaign in campaigns:
-        segment = printable(campaign["segment"]) if campaign["segment"] else "(inline rules)"
-        name, layout = printable(campaign["name"]), printable(campaign["layout"])
-        rows.append((str(campaign["id"]), name, segment, layout, when(campaign["created"]), last_run(campaign)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    for row in rows:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    rows = [
+        (
+            str(campaign["id"]),
+            printable(campaign["name"]),
+            printable(campaign["segment"]) if campaign["segment"] else "(inline rules)",
+            printable(campaign["layout"]),
+            when(campaign["created"]),
+            *last_run(campaign["last_run"]),
+        )
+        for campaign in campaigns
+    ]
+    headers = ("id", "name", "segment", "layout", "created", "last run", "recipients", *LISTED)
+    click.echo(table(headers, rows))
 
 
 @campaigns_group.command("show")

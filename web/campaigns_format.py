@@ -7,6 +7,8 @@ import json
 from delivery.ledger import FrequencyCap
 
 COUNTED = ("sent", "pending", "sending", "failed", "skipped", "unknown")
+SLOT_FILTERS = ("tags", "exclude_tags", "interests", "blocks")  # as docs/campaigns.md lists them
+LISTED = ("sent", "skipped", "failed")  # the counts `campaigns list` shows of each last run
 
 
 def tally(run: dict) -> str:
@@ -35,17 +37,15 @@ def when(moment) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC" if moment else "-"
 
 
-def last_run(campaign: dict) -> str:
-    """The last run in a few words: ``run 2 finished: 960 sent, 8 skipped``."""
-    run = campaign["last_run"]
+def last_run(run: dict | None) -> tuple[str, ...]:
+    """A campaign's last run as cells of ``campaigns list``: ``4 finished``, its recipients and LISTED counts."""
     if run is None:
-        return "never sent"
-    counts = ", ".join(f"{run[k]:,} {k}" for k in COUNTED if run[k]) or "no recipients"
-    return f"run {run['run']} {run['state']}: {counts}"
+        return ("never sent", "", *("" for _ in LISTED))
+    return (f"{run['run']} {run['state']}", f"{run['total']:,}", *(f"{run[k]:,}" for k in LISTED))
 
 
 def definition_lines(definition: dict) -> list[tuple[str, str]]:
-    """(label, value) for each field of a stored campaign definition, as a marketer wrote them."""
+    """(label, value) for each field of a stored campaign definition, in the same order on both databases."""
     lines = [("from", _address(definition.get("sender")))]
     if definition.get("reply_to"):
         lines.append(("reply to", _address(definition["reply_to"])))
@@ -53,14 +53,18 @@ def definition_lines(definition: dict) -> list[tuple[str, str]]:
         templates = definition.get(field) or {}
         if not isinstance(templates, dict):
             templates = {"*": templates}
-        lines += [(field if locale == "*" else f"{field} ({locale})", text) for locale, text in templates.items()]
+        for locale in sorted(templates):  # "*", one for everyone, sorts first
+            lines.append((field if locale == "*" else f"{field} ({locale})", templates[locale]))
     if definition.get("segment"):
         lines.append(("segment", definition["segment"]))
     else:
-        lines.append(("rules", json.dumps(definition.get("rules"), ensure_ascii=False)))
+        # Sorted: PostgreSQL's JSONB keeps no key order, and both databases must print the same.
+        lines.append(("rules", json.dumps(definition.get("rules"), ensure_ascii=False, sort_keys=True)))
     lines.append(("layout", definition.get("layout")))
-    for slot, filters in (definition.get("slots") or {}).items():
-        chosen = "; ".join(f"{key} {', '.join(map(str, values))}" for key, values in filters.items() if values)
+    slots = definition.get("slots") or {}
+    for slot in sorted(slots):
+        filters = [(key, slots[slot].get(key)) for key in SLOT_FILTERS]
+        chosen = "; ".join(f"{key} {', '.join(map(str, values))}" for key, values in filters if values)
         lines.append((f"slot {slot}", chosen or "any block that fits"))
     cap = FrequencyCap.from_definition(definition.get("frequency_cap"))
     lines.append(("frequency cap", f"at most {cap.limit} message(s) in {cap.days:g} day(s)" if cap else "none"))
