@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import func, select
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, select
 
 from campaigns.models import Campaign, Run
-from delivery.models import Delivery
+from delivery.models import STATUSES, Delivery
 from segments.models import Contact
 from tests.campaigns.conftest import CAMPAIGN, add_contacts
 from tests.packs import block, write_pack
@@ -379,3 +382,37 @@ def test_status_counts_the_skipped_by_each_reason(runner, session, tmp_path):
     ]
     shown = runner.invoke(args=["campaigns", "show", str(campaign_id)]).output
     assert f"    {why}" in shown.splitlines()
+
+
+def test_status_counts_are_the_ledger_tallied_whatever_its_rows(engine, session, tmp_path, runner):
+    from campaigns.runs import status
+
+    campaign_id = sendable_campaign(runner, session, tmp_path, [{"email": "a@example.com", "first_name": "A"}])
+    runs = [Run(campaign_id=campaign_id, state="finished", rules={}, content={}) for _ in range(2)]
+    session.add_all(runs)
+    session.commit()
+    reasons = st.sampled_from(["run cancelled", "no email address", "contact status: bounced", "suppressed: manual"])
+    row = st.tuples(st.sampled_from(STATUSES), reasons)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(rows=st.lists(st.tuples(st.sampled_from([0, 1]), row), max_size=30))
+    def check(rows):
+        session.execute(delete(Delivery))
+        session.execute(delete(Contact).where(Contact.email.is_(None)))
+        contacts = [Contact(status="active") for _ in rows]
+        session.add_all(contacts)
+        session.flush()
+        for contact, (which, (state, reason)) in zip(contacts, rows):
+            session.add(Delivery(run_id=runs[which].id, contact_id=contact.id, status=state, reason=reason))
+        session.flush()
+        latest = [(state, reason) for which, (state, reason) in rows if which == 1]
+        current = status(session, campaign_id)
+        assert current["run"] == runs[1].id
+        assert {s: current[s] for s in STATUSES} == {s: sum(1 for state, _ in latest if state == s) for s in STATUSES}
+        assert current["total"] == len(latest)
+        skipped = Counter(reason for state, reason in latest if state == "skipped")
+        assert current["skipped_by_reason"] == dict(skipped)
+        counts = list(current["skipped_by_reason"].items())
+        assert counts == sorted(counts, key=lambda item: (-item[1], item[0]))  # the most frequent first
+
+    check()
