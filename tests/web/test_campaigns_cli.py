@@ -392,10 +392,11 @@ def test_status_counts_are_the_ledger_tallied_whatever_its_rows(engine, session,
     session.add_all(runs)
     session.commit()
     reasons = st.sampled_from(["run cancelled", "no email address", "contact status: bounced", "suppressed: manual"])
-    row = st.tuples(st.sampled_from(STATUSES), reasons)
+    # Skipped rows drawn more often than the rest, so that reasons compete for first place.
+    row = st.tuples(st.one_of(st.just("skipped"), st.sampled_from(STATUSES)), reasons)
 
     @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-    @given(rows=st.lists(st.tuples(st.sampled_from([0, 1]), row), max_size=30))
+    @given(rows=st.lists(st.tuples(st.sampled_from([0, 1]), row), max_size=40))
     def check(rows):
         session.execute(delete(Delivery))
         session.execute(delete(Contact).where(Contact.email.is_(None)))
