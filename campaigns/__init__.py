@@ -2,8 +2,9 @@
 → render → message → transport) and the executors that run it.
 
 - ``definition``: the campaign YAML contract, checked field by field;
-- ``runs``: create, start (``start_run(session, campaign_id)``), plan, pause,
-  resume, cancel, resend-unknown, status;
+- ``runs``: create, start (``start_run(session, campaign_id)``; after a run that
+  mailed its audience, only with ``again=True``), plan, pause, resume, cancel,
+  resend-unknown, status (skipped recipients by reason), list and show;
 - ``pipeline``: one worker's ``Assembly`` of a run: select, render, build;
 - ``batches``: claim ledger rows, assemble, send on a sender thread, record;
 - ``executors``: the id-only batch task, the local pool and ``execute_run``;

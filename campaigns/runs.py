@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from campaigns.definition import CampaignError
@@ -33,6 +34,20 @@ LEASE = timedelta(minutes=2)  # a run's driver on another machine is presumed de
 
 class RunError(CampaignError):
     """A run cannot do what was asked in its current state."""
+
+
+class AlreadySent(RunError):
+    """The campaign's last run mailed its audience: a new run would mail them again, so it must be asked for."""
+
+    def __init__(self, campaign_id: int, run: Run, sent: int, unknown: int):
+        moment = run.finished_at or run.heartbeat_at or run.created_at
+        how = "finished" if run.state == "finished" else f"was {run.state}"
+        fate = f" (and {unknown:,} of unknown fate)" if unknown else ""
+        super().__init__(
+            f"campaign {campaign_id} was sent already: its last run {run.id} {how} at {moment:%Y-%m-%d %H:%M} UTC,"
+            f" sending {sent:,} message(s){fate}"
+        )
+        self.campaign_id, self.run_id, self.sent, self.unknown = campaign_id, run.id, sent, unknown
 
 
 def create_campaign(session: Session, definition: dict[str, Any], source: str = "campaign") -> Campaign:
@@ -129,14 +144,23 @@ def audience_rules(session: Session, definition: dict[str, Any]) -> dict[str, An
     return segment.rules
 
 
-def start_run(session: Session, campaign_id: int) -> Run:
-    """A new run of the campaign with its audience rules and content versions frozen."""
+def start_run(session: Session, campaign_id: int, *, again: bool = False) -> Run:
+    """A new run of the campaign with its audience rules and content versions frozen.
+
+    Unless ``again``, refuses (AlreadySent) when the last run finished, or was cancelled after sending: the new
+    run would mail everyone its rules select once more, those already mailed included.
+    """
     campaign = get_campaign(session, campaign_id)
     active = session.scalar(select(Run).where(Run.campaign_id == campaign_id, Run.state.in_(ACTIVE_STATES)).limit(1))
     if active is not None:
         raise RunError(
             f"campaign {campaign_id} already has run {active.id}, which is {active.state}: resume or cancel it"
         )
+    last = latest_run(session, campaign_id)
+    if last is not None and not again:
+        mailed = ledger.counts(session, last.id)
+        if last.state == "finished" or mailed["sent"] or mailed["unknown"]:
+            raise AlreadySent(campaign_id, last, mailed["sent"], mailed["unknown"])
     run = Run(
         campaign_id=campaign_id,
         state="planning",
@@ -263,17 +287,72 @@ def finish_if_done(session: Session, run: Run) -> bool:
 
 
 def status(session: Session, campaign_id: int) -> dict[str, Any]:
-    """The latest run's state and its ledger counts by status."""
+    """The latest run's state, its ledger counts by status and its skipped rows by reason."""
     run = latest_run(session, campaign_id)
     if run is None:
-        return {"campaign": campaign_id, "run": None, "state": "draft", **ledger.counts(session, 0)}
+        return {
+            "campaign": campaign_id,
+            "run": None,
+            "state": "draft",
+            **ledger.counts(session, 0),
+            "skipped_by_reason": {},
+        }
+    return {"campaign": campaign_id, **_run_views(session, [run])[0]}
+
+
+def campaign_summaries(session: Session) -> list[dict[str, Any]]:
+    """Every campaign, oldest first, with its audience, layout and latest run (state and counts, or None)."""
+    latest = select(func.max(Run.id).label("id")).group_by(Run.campaign_id).subquery()
+    rows = session.execute(
+        select(Campaign, Run)
+        .outerjoin(Run, Run.campaign_id == Campaign.id)
+        .outerjoin(latest, latest.c.id == Run.id)
+        .where(Run.id.is_(None) | latest.c.id.is_not(None))
+        .order_by(Campaign.id)
+    ).all()
+    views = {view["run"]: view for view in _run_views(session, [run for _, run in rows if run is not None])}
+    return [
+        {
+            "id": campaign.id,
+            "name": campaign.name,
+            "segment": campaign.definition.get("segment"),
+            "layout": campaign.definition.get("layout"),
+            "created": campaign.created_at,
+            "last_run": views[run.id] if run is not None else None,
+        }
+        for campaign, run in rows
+    ]
+
+
+def campaign_detail(session: Session, campaign_id: int) -> dict[str, Any]:
+    """The campaign's definition and every run of it, newest first, with their states and counts."""
+    campaign = get_campaign(session, campaign_id)
+    runs = session.scalars(select(Run).where(Run.campaign_id == campaign_id).order_by(Run.id.desc())).all()
     return {
-        "campaign": campaign_id,
-        "run": run.id,
-        "state": run.state,
-        "note": run.note,
-        **ledger.counts(session, run.id),
+        "id": campaign.id,
+        "name": campaign.name,
+        "created": campaign.created_at,
+        "definition": campaign.definition,
+        "runs": _run_views(session, runs),
     }
+
+
+def _run_views(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Each run's state, times, ledger counts and skipped rows by reason, in two GROUP BY queries for all."""
+    ids = [run.id for run in runs]
+    counts, skipped = ledger.counts_by_run(session, ids), ledger.skipped_by_reason(session, ids)
+    return [
+        {
+            "run": run.id,
+            "state": run.state,
+            "note": run.note,
+            "started": run.created_at,
+            "finished": run.finished_at,
+            **counts[run.id],
+            "skipped_by_reason": skipped[run.id],
+        }
+        for run in runs
+    ]
 
 
 def _active(session: Session, campaign_id: int) -> Run:

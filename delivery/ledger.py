@@ -37,7 +37,7 @@ class FrequencyCap:
         return now - timedelta(days=self.days)
 
     def reason(self) -> str:
-        return f"frequency cap: {self.limit} message(s) in {self.days:g} day(s) already"
+        return f"frequency cap ({self.limit} in {self.days:g} day{'' if self.days == 1 else 's'})"
 
     @classmethod
     def from_definition(cls, cap: dict | None) -> FrequencyCap | None:
@@ -236,13 +236,36 @@ def skip_pending(session: Session, run_id: int, reason: str) -> int:
 
 def counts(session: Session, run_id: int) -> dict[str, int]:
     """Rows per status, every status present, plus ``total``."""
-    result = dict.fromkeys(STATUSES, 0)
-    result.update(
-        session.execute(
-            select(Delivery.status, func.count()).where(Delivery.run_id == run_id).group_by(Delivery.status)
-        ).all()
+    return counts_by_run(session, [run_id])[run_id]
+
+
+def counts_by_run(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Each run's rows per status, every status present, plus ``total``: one GROUP BY for all the runs."""
+    result = {run_id: dict.fromkeys(STATUSES, 0) for run_id in run_ids}
+    rows = session.execute(
+        select(Delivery.run_id, Delivery.status, func.count())
+        .where(Delivery.run_id.in_(run_ids))
+        .group_by(Delivery.run_id, Delivery.status)
     )
-    result["total"] = sum(result[s] for s in STATUSES)
+    for run_id, status, count in rows:
+        result[run_id][status] = count
+    for per_status in result.values():
+        per_status["total"] = sum(per_status[s] for s in STATUSES)
+    return result
+
+
+def skipped_by_reason(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Each run's skipped rows counted per reason, the most frequent reason first."""
+    result: dict[int, dict[str, int]] = {run_id: {} for run_id in run_ids}
+    count = func.count()
+    rows = session.execute(
+        select(Delivery.run_id, Delivery.reason, count)
+        .where(Delivery.run_id.in_(run_ids), Delivery.status == "skipped")
+        .group_by(Delivery.run_id, Delivery.reason)
+        .order_by(Delivery.run_id, count.desc(), Delivery.reason)
+    )
+    for run_id, reason, n in rows:
+        result[run_id][reason or "no reason recorded"] = n
     return result
 
 

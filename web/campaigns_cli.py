@@ -1,4 +1,4 @@
-"""``patron campaigns``: create a campaign from YAML, send it, follow it, preview it."""
+"""``patron campaigns``: create a campaign from YAML, list and show campaigns, send, follow and preview them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from campaigns.executors import WorkerConfig, describe, execute_run
 from campaigns.models import Run
 from campaigns.preview import preview
 from campaigns.runs import (
+    AlreadySent,
+    campaign_detail,
+    campaign_summaries,
     cancel,
     checked_content,
     claim_ownership,
@@ -32,7 +35,19 @@ from campaigns.runs import (
 from campaigns.runs import status as run_status
 from content.rendering import RenderError
 from delivery.tracking import LinkSigner
+from web.campaigns_format import (
+    LISTED,
+    definition_lines,
+    last_run,
+    printable,
+    skipped_line,
+    tally,
+    to_json,
+    when,
+)
+from web.cli import command_name
 from web.db import get_session
+from web.segments_cli import _table as table  # every noun's list reads the same
 
 workers_option = click.option(
     "--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Local worker processes."
@@ -66,11 +81,13 @@ def _fail(exc: Exception):
     raise click.ClickException(str(exc)) from None
 
 
-def _commit(service, *args):
+def _commit(service, *args, **options):
     """Run a campaigns service in this command's session and commit; its error as one line if it refuses."""
     session = get_session()
     try:
-        result = service(session, *args)
+        result = service(session, *args, **options)
+    except AlreadySent:
+        raise  # the command that can send again says how
     except CampaignError as exc:
         _fail(exc)
     session.commit()
@@ -141,18 +158,25 @@ def launch(campaign_id: int, run_id: int, workers: int, wait: bool) -> None:
     # The run is that process's from now on: if it dies, `status` can tell (and pauses the run, saying so).
     _commit(lambda session: claim_ownership(session, session.get(Run, run_id), pid=process.pid))
     click.echo(f"run {run_id} is sending in the background (process {process.pid}, log {log})")
-    click.echo(f"follow it with: patron campaigns status {campaign_id}")
+    click.echo(f"follow it with: {command_name()} campaigns status {campaign_id}")
 
 
 @campaigns_group.command("send")
 @click.argument("campaign_id", type=int)
 @wait_option
 @workers_option
+@click.option("--again", is_flag=True, help="Send once more after a finished run: to everyone the rules select now.")
 @with_appcontext
-def send_command(campaign_id, wait, workers):
+def send_command(campaign_id, wait, workers, again):
     """Start a run of campaign CAMPAIGN_ID."""
     _commit(checked_content, campaign_id)  # content that would fail everyone is refused before a run starts
-    run = _commit(start_run, campaign_id)
+    try:
+        run = _commit(start_run, campaign_id, again=again)
+    except AlreadySent as exc:
+        _fail(
+            f"{exc}; `{command_name()} campaigns send {campaign_id} --again` sends to everyone again"
+            " (those the new run's rules select)"
+        )
     launch(campaign_id, run.id, workers, wait)
 
 
@@ -189,14 +213,76 @@ def _print_status(campaign_id: int, as_json: bool = False) -> dict:
     current = run_status(session, campaign_id)
     session.rollback()
     if as_json:
-        click.echo(json.dumps(current))
+        click.echo(to_json(current))
         return current
-    counts = ", ".join(f"{current[k]:,} {k}" for k in ("sent", "pending", "sending", "failed", "skipped", "unknown"))
     run = f"run {current['run']}" if current["run"] else "no run yet"
-    click.echo(f"campaign {campaign_id}, {run}: {current['state']} — {current['total']:,} recipients: {counts}")
+    click.echo(f"campaign {campaign_id}, {run}: {current['state']} — {tally(current)}")
+    if current["skipped"]:
+        click.echo(skipped_line(current))
     if current.get("note"):
         click.echo(f"note: {current['note']}")
     return current
+
+
+@campaigns_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@with_appcontext
+def list_command(as_json):
+    """Every campaign: its audience, layout, when it was created and its last run."""
+    session = get_session()
+    campaigns = campaign_summaries(session)
+    session.rollback()
+    if as_json:
+        click.echo(to_json(campaigns))
+        return
+    if not campaigns:
+        click.echo(f"no campaigns yet: `{command_name()} campaigns create FILE.yaml` stores one")
+        return
+    rows = [
+        (
+            str(campaign["id"]),
+            printable(campaign["name"]),
+            printable(campaign["segment"]) if campaign["segment"] else "(inline rules)",
+            printable(campaign["layout"]),
+            when(campaign["created"]),
+            *last_run(campaign["last_run"]),
+        )
+        for campaign in campaigns
+    ]
+    headers = ("id", "name", "segment", "layout", "created", "last run", "recipients", *LISTED)
+    click.echo(table(headers, rows))
+
+
+@campaigns_group.command("show")
+@click.argument("campaign_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@with_appcontext
+def show_command(campaign_id, as_json):
+    """The campaign's definition and every run of it, with states and counts."""
+    session = get_session()
+    try:
+        campaign = campaign_detail(session, campaign_id)
+    except CampaignError as exc:
+        _fail(exc)
+    session.rollback()
+    if as_json:
+        click.echo(to_json(campaign))
+        return
+    click.echo(f"campaign {campaign['id']}: {printable(campaign['name'])}, created {when(campaign['created'])}")
+    for label, value in definition_lines(campaign["definition"]):
+        click.echo(f"{label}: {printable(value)}")
+    if not campaign["runs"]:
+        click.echo(f"no runs yet: `{command_name()} campaigns send {campaign_id}` starts one")
+        return
+    click.echo("runs, newest first:")
+    for run in campaign["runs"]:
+        click.echo(f"  run {run['run']}: {run['state']}, started {when(run['started'])}", nl=False)
+        click.echo(f", finished {when(run['finished'])}" if run["finished"] else "")
+        click.echo(f"    {tally(run)}")
+        if run["skipped"]:
+            click.echo(f"    {skipped_line(run)}")
+        if run["note"]:
+            click.echo(f"    note: {printable(run['note'])}")
 
 
 @campaigns_group.command("pause")
@@ -205,7 +291,7 @@ def _print_status(campaign_id: int, as_json: bool = False) -> dict:
 def pause_command(campaign_id):
     """Pause the running send; nothing pending is lost."""
     run = _commit(pause, campaign_id)
-    click.echo(f"run {run.id} paused; `patron campaigns resume {campaign_id}` carries on")
+    click.echo(f"run {run.id} paused; `{command_name()} campaigns resume {campaign_id}` carries on")
 
 
 @campaigns_group.command("resume")

@@ -22,6 +22,8 @@ from segments.models import Contact, Event, Identity, Interest
 from segments.rules import load_rules_file
 from segments.service import count_segment, save_segment
 from web.campaigns_cli import follow
+from web.campaigns_format import skipped_line
+from web.cli import command_name
 from web.contacts_cli import run_import, summary_line
 from web.content_cli import report_line, run_pack_import
 from web.db import get_session, upgrade
@@ -105,7 +107,7 @@ def _send_weekly(session, examples_dir: Path) -> None:
     if run is not None and run.state in ACTIVE_STATES:
         run, _ = prepare_resume(session, campaign.id)  # an earlier demo was interrupted: finish it first
     else:
-        run = start_run(session, campaign.id)
+        run = start_run(session, campaign.id, again=True)  # each demo sends the next week's email
     session.commit()
     click.echo(f"Sending campaign {campaign.id} ({campaign.name}), run {run.id}, to {_where(current_app)}:")
     follow(run.id, workers=1)
@@ -116,6 +118,8 @@ def _send_weekly(session, examples_dir: Path) -> None:
         f"  {current['state']}: {current['sent']:,} sent, {current['skipped']:,} skipped,"
         f" {current['failed']:,} failed, {current['unknown']:,} unknown of {current['total']:,}"
     )
+    if current["skipped"]:
+        click.echo(f"  {skipped_line(current)}")
     click.echo("Who got which blocks (a sample; each later run leaves out what a customer already got):")
     rows = session.execute(
         select(Delivery.email, Delivery.locale, Delivery.blocks)
@@ -128,10 +132,14 @@ def _send_weekly(session, examples_dir: Path) -> None:
     )
     for email, locale, blocks in rows:
         click.echo(f"  {email:<40} {locale:<6} {', '.join(keys[b] for b in blocks)}")
-    click.echo(
-        f"\nNext: `patron campaigns preview {campaign.id} --contact EMAIL` shows why a customer got their blocks;"
-        f" `patron campaigns send {campaign.id} --wait` sends next week's run."
-    )
+    patron = command_name()  # as this shell runs it: `patron` in an active venv, else the path it ran by
+    click.echo("\nNext:")
+    for command, what in (
+        (f"campaigns show {campaign.id}", "the campaign and its runs"),
+        (f"campaigns preview {campaign.id} --contact EMAIL", "why a customer got their blocks"),
+        (f"campaigns send {campaign.id} --again --wait", "next week's run"),
+    ):
+        click.echo(f"  {patron} {command:<44} {what}")
 
 
 def _where(app) -> str:
