@@ -20,7 +20,7 @@ from campaigns.definition import CampaignError
 from campaigns.models import Campaign, Run
 from content.checking import check_template, check_versions, pack_phrases
 from content.models import Block, Layout, LayoutVersion, Pack
-from content.selection import normalize_locale
+from content.selection import locale_key
 from delivery import ledger
 from segments.compiler import compile_rules
 from segments.db import utcnow
@@ -107,7 +107,8 @@ def content_problems(session: Session, definition: dict[str, Any], content: dict
                 f"field '{where}': template error: {p.message}"
                 for p in check_template(source, name, text=True, phrases=phrases)
             ]
-        if templates and "*" not in templates and normalize_locale(pack.default_locale) not in templates:
+        # By CLDR equivalence: a subject for en-US serves a pack whose default is en.
+        if templates and "*" not in templates and locale_key(pack.default_locale) not in map(locale_key, templates):
             problems.append(
                 f"field '{name}': none for {pack.default_locale!r}, the default locale of pack {pack.key!r}, "
                 f"where every locale falls back to: add {name}.{pack.default_locale} or one {name} for everyone"
