@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from campaigns.models import Run
@@ -14,6 +14,8 @@ from content.rendering import Inliner
 from delivery.tracking import LinkSigner
 from segments.compiler import segment_filter
 from segments.db import utcnow
+from segments.imports.values import BadValue
+from segments.imports.values import email as canonical_email
 from segments.models import Contact
 
 
@@ -34,7 +36,11 @@ def preview(session: Session, campaign_id: int, email: str, *, signer: LinkSigne
     """
     campaign = get_campaign(session, campaign_id)
     content = checked_content(session, campaign_id)
-    contact_id = session.scalar(select(Contact.id).where(func.lower(Contact.email) == email.strip().lower()))
+    try:
+        address = canonical_email(email)  # any spelling of the address: an xn-- domain, upper case
+    except BadValue as exc:
+        raise CampaignError(f"--contact: {exc}") from None
+    contact_id = session.scalar(select(Contact.id).where(Contact.email == address))
     if contact_id is None:
         raise CampaignError(f"there is no contact with the email address {email!r}")
     rules = audience_rules(session, campaign.definition)

@@ -36,6 +36,22 @@ def sendable_campaign(runner, session, tmp_path, people: list[dict] | None = Non
     return json.loads(created.output)["id"]
 
 
+
+@pytest.mark.parametrize("spelling", ["jonas@xn--bcher-kva.example", "JONAS@BÜCHER.example", "jonas@bücher.example"])
+def test_preview_finds_a_contact_by_any_spelling_of_the_address(runner, session, tmp_path, spelling):
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("email,first_name,consent:marketing\njonas@bücher.example,Jonas,yes\n", encoding="utf-8")
+    imported = runner.invoke(args=["contacts", "import", str(contacts)])
+    assert imported.exit_code == 0, imported.output
+    campaign_id = sendable_campaign(runner, session, tmp_path)
+
+    preview = runner.invoke(args=["campaigns", "preview", str(campaign_id), "--contact", spelling])
+    assert preview.exit_code == 0, preview.output
+    assert "to: jonas@bücher.example" in preview.output and "subject: Hi Jonas" in preview.output
+
+    refused = runner.invoke(args=["campaigns", "preview", str(campaign_id), "--contact", "jonas@@example"])
+    assert refused.exit_code == 1 and "--contact" in refused.output and "Traceback" not in refused.output
+
 def test_import_create_send_status_preview(runner, session, tmp_path):
     pack = write_pack(
         tmp_path / "pack",
