@@ -367,5 +367,8 @@ def preview_command(campaign_id, email, html_path):
     click.echo("")
     click.echo(rendered.text)
     if html_path:
-        html_path.write_text(rendered.html, encoding="utf-8")
+        try:
+            html_path.write_text(rendered.html, encoding="utf-8")
+        except OSError as exc:
+            _fail(f"--html: cannot write {html_path}: {exc.strerror}")
         click.echo(f"HTML written to {html_path}")

@@ -44,7 +44,10 @@ def events_group():
 def run_import(path: Path, rejects_path: Path | None, importer, bar=None):
     """Run ``importer(session, path, rejects, on_batch)``, committing as it goes; return (summary, rejects file)."""
     session = get_session()
-    rejects = RejectsFile(rejects_path or path.with_name(path.name + ".rejects.csv"))
+    try:
+        rejects = RejectsFile(rejects_path or path.with_name(path.name + ".rejects.csv"))
+    except FileProblem as exc:
+        raise click.ClickException(str(exc)) from None
     done = {"bytes": 0, "committed_rows": 0}
 
     def on_batch(summary, bytes_read: int) -> None:
@@ -92,7 +95,8 @@ def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str
         return
     click.echo(summary_line(summary))
     if rejects.count:
-        click.echo(f"{rejects.count} rejected rows, with line numbers and reasons, are in {rejects.path}", err=True)
+        rows = "1 rejected row" if rejects.count == 1 else f"{rejects.count} rejected rows"
+        click.echo(f"{rows}, with line numbers and reasons, are in {rejects.path}", err=True)
 
 
 @contacts_group.command("import")

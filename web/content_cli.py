@@ -35,7 +35,8 @@ def report_line(report) -> str:
     """An import's outcome in one line of words."""
     layouts = ", ".join(f"{n} {what}" for what, n in report.layouts.items() if n)
     blocks = ", ".join(f"{n} {what}" for what, n in report.blocks.items() if n)
-    return f"pack {report.pack!r}: layouts {layouts or 'none'}; blocks {blocks or 'none'}"
+    skipped = f"; {len(report.problems)} skipped (why below)" if report.problems else ""
+    return f"pack {report.pack!r}: layouts {layouts or 'none'}; blocks {blocks or 'none'}{skipped}"
 
 
 @content_group.command("import")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ MAX_RECORD_LINES = 100
 # Below csv's own field limit (131,072 characters), so that one never fires first.
 MAX_RECORD_CHARS = 100_000
 REJECTED_LINE_CHARS = 1000  # what the rejects file keeps of a line too long to import
+
+
+_READ_AGAIN = "; "  # between an unterminated quote's reason and what happens to the lines it swallowed
 
 
 class FileProblem(ValueError):
@@ -226,8 +230,11 @@ class CsvRecords:
         first, *rest = self._lines.record
         self._lines.back(rest)
         self._last = []
-        span = f"line {first[0]}" if end == first[0] else f"lines {first[0]}-{end}"
-        return Record(first[0], _alone(first[1]), problem=f"{span}: unterminated quote: {why}")
+        if end == first[0]:
+            return Record(first[0], _alone(first[1]), problem=f"line {first[0]}: unterminated quote: {why}")
+        again = f"only line {first[0]} is rejected; lines {first[0] + 1}-{end} are read again as rows of their own"
+        problem = f"lines {first[0]}-{end}: unterminated quote: {why}{_READ_AGAIN}{again}"
+        return Record(first[0], _alone(first[1]), problem=problem)
 
     def swallowed(self, record: Record) -> list[Record]:
         """The records that would start inside the multi-line ``record`` just read, were its first line not there.
@@ -270,7 +277,8 @@ def csv_records(text: io.TextIOWrapper) -> tuple[list[str], CsvRecords]:
     if header is None:
         raise FileProblem("the file is empty: a header row is required")
     if header.problem or header.last_line > 1:
-        problem = header.problem or "a quoted line break"
+        # A header is never read again: it stops the import, so its reason ends before "only line 1 is rejected".
+        problem = (header.problem or "a quoted line break").partition(_READ_AGAIN)[0]
         where = "" if problem.startswith("line") else f"{header.lines}: "
         raise FileProblem(f"the header row cannot be read: {where}{problem}")
     return [name.strip() for name in header.fields], records
@@ -329,13 +337,20 @@ class RejectsFile:
         self.count = 0
         self._file = None
         self._writer = None
+        # Found out before the first row is imported, not at the first reject halfway through the file.
+        folder = self.path.parent
+        if self.path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise FileProblem(f"the rejects file {self.path} cannot be written: no such folder, or not writable")
 
     def start(self, header: list[str]) -> None:
         self.header = header
 
     def add(self, line: int, reason: str, fields: list[str]) -> None:
         if self._writer is None:
-            self._file = open(self.path, "w", newline="", encoding="utf-8", errors="surrogateescape")
+            try:
+                self._file = open(self.path, "w", newline="", encoding="utf-8", errors="surrogateescape")
+            except OSError as exc:
+                raise FileProblem(f"the rejects file {self.path} cannot be written: {exc.strerror}") from None
             self._writer = csv.writer(self._file)
             self._writer.writerow(["line", "reason", *self.header])
         self._writer.writerow([line, reason, *fields])

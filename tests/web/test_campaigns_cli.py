@@ -36,7 +36,6 @@ def sendable_campaign(runner, session, tmp_path, people: list[dict] | None = Non
     return json.loads(created.output)["id"]
 
 
-
 @pytest.mark.parametrize("spelling", ["jonas@xn--bcher-kva.example", "JONAS@BÜCHER.example", "jonas@bücher.example"])
 def test_preview_finds_a_contact_by_any_spelling_of_the_address(runner, session, tmp_path, spelling):
     contacts = tmp_path / "contacts.csv"
@@ -51,6 +50,26 @@ def test_preview_finds_a_contact_by_any_spelling_of_the_address(runner, session,
 
     refused = runner.invoke(args=["campaigns", "preview", str(campaign_id), "--contact", "jonas@@example"])
     assert refused.exit_code == 1 and "--contact" in refused.output and "Traceback" not in refused.output
+
+
+def test_preview_html_to_a_path_that_cannot_be_written_is_one_line(runner, session, tmp_path):
+    campaign_id = sendable_campaign(runner, session, tmp_path)
+    target = tmp_path / "no-such-folder" / "p0.html"
+    result = runner.invoke(
+        args=["campaigns", "preview", str(campaign_id), "--contact", "p0@example.com", "--html", str(target)]
+    )
+    assert result.exit_code == 1
+    assert f"--html: cannot write {target}" in result.output and "Traceback" not in result.output
+
+
+def test_content_import_counts_skipped_blocks_in_its_summary(runner, tmp_path):
+    pack = write_pack(tmp_path / "pack", [block("pizza"), block("broken", body="{{ contact.firstname }}")])
+    result = runner.invoke(args=["content", "import", str(pack)])
+    assert result.exit_code == 0, result.output
+    summary, *problems = result.output.splitlines()
+    assert summary.endswith("blocks 1 created; 1 skipped (why below)"), summary
+    assert len(problems) == 1 and "broken.html" in problems[0] and "contact.first_name" in problems[0]
+
 
 def test_import_create_send_status_preview(runner, session, tmp_path):
     pack = write_pack(

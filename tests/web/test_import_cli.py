@@ -67,3 +67,19 @@ def test_suppress_then_import_keeps_the_address_suppressed(runner, tmp_path, ses
     path.write_text("email\nana@example.com\n")
     runner.invoke(args=["contacts", "import", str(path)])
     assert session.scalars(select(Contact.status)).one() == "complained"
+
+
+def test_a_rejects_file_that_cannot_be_written_stops_before_any_row(runner, tmp_path, session):
+    path = tmp_path / "customers.csv"
+    path.write_text("email,first_name\nana@example.com,Ana\nnope,Bob\n")
+    events = tmp_path / "events.csv"
+    events.write_text("email,type,occurred_at\nana@example.com,purchase,2026-11-01T10:00:00Z\n")
+    nowhere = tmp_path / "no-such-folder" / "rejects.csv"
+    for args in (
+        ["contacts", "import", str(path), "--rejects", str(nowhere)],
+        ["events", "import", str(events), "--channel", "pos", "--rejects", str(nowhere)],
+    ):
+        result = runner.invoke(args=args)
+        assert result.exit_code == 1, result.output
+        assert result.output.count("\n") == 1 and "rejects file" in result.output and "Traceback" not in result.output
+    assert session.scalars(select(Contact.email)).all() == []
