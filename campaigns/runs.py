@@ -148,9 +148,11 @@ def audience_rules(session: Session, definition: dict[str, Any]) -> dict[str, An
 def start_run(session: Session, campaign_id: int, *, again: bool = False) -> Run:
     """A new run of the campaign with its audience rules and content versions frozen.
 
-    Unless ``again``, refuses (AlreadySent) when the last run finished, or was cancelled after sending: the new
+    CampaignError naming each problem when the content would fail every recipient. Unless ``again``, refuses
+    (AlreadySent) when the last run finished, or was cancelled after sending: the new
     run would mail everyone its rules select once more, those already mailed included.
     """
+    content = checked_content(session, campaign_id)  # content that would fail everyone never starts a run
     campaign = get_campaign(session, campaign_id)
     active = session.scalar(select(Run).where(Run.campaign_id == campaign_id, Run.state.in_(ACTIVE_STATES)).limit(1))
     if active is not None:
@@ -166,7 +168,7 @@ def start_run(session: Session, campaign_id: int, *, again: bool = False) -> Run
         campaign_id=campaign_id,
         state="planning",
         rules=audience_rules(session, campaign.definition),
-        content=frozen_content(session, campaign.definition["layout"]),
+        content=content,
     )
     session.add(run)
     session.flush()

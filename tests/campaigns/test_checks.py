@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from sqlalchemy import select, text, update
 
 from campaigns.definition import CampaignError, parse_definition, parse_mailbox
 from campaigns.models import Campaign, Run
-from campaigns.runs import create_campaign, start_run
+from campaigns.runs import audience_rules, create_campaign, frozen_content, start_run
 from content.checking import CONTACT_FIELDS, check_template
 from content.models import Layout, LayoutVersion
 from content.packs import PackError, import_pack
@@ -354,9 +355,21 @@ def test_create_preview_send_resume_and_status_say_what_is_wrong_in_one_line(run
     assert (sent.exit_code, sent.output) == (1, expected)
     assert session.scalar(select(Run.id)) is None
 
-    # A run frozen with the broken subject (started by an older Patron) pauses, and says why.
-    run = start_run(session, campaign.id)
-    run.state, run.note = "paused", "paused by request"
+    # The service refuses too, whoever calls it (a scheduler, the web UI), before any run exists.
+    with pytest.raises(CampaignError, match=re.escape(ISSUE_ERROR)):
+        start_run(session, campaign.id)
+    session.rollback()
+
+    # A run frozen with the broken subject (started by an older Patron, which did not check) pauses, and says why.
+    rules = audience_rules(session, campaign.definition)
+    run = Run(
+        campaign_id=campaign.id,
+        state="paused",
+        note="paused by request",
+        rules=rules,
+        content=frozen_content(session, campaign.definition["layout"]),
+    )
+    session.add(run)
     session.commit()
     resumed = runner.invoke(args=["campaigns", "resume", str(campaign.id), "--wait"])
     assert resumed.exit_code == 1 and "Traceback" not in resumed.output
