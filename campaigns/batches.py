@@ -19,6 +19,7 @@ from queue import Queue
 
 from campaigns.models import Run
 from campaigns.pipeline import Assembly, Profile, Stats, load_profiles
+from campaigns.runs import halt
 from content.rendering import RenderError
 from delivery import ledger
 from delivery.message import HeaderError
@@ -148,7 +149,7 @@ def send_batch(
             with session_factory() as session:
                 ledger.record(session, outcomes)
                 if sender.stopped:
-                    _pause(session, assembly.run_id, sender.stopped)
+                    halt(session, assembly.run_id, sender.stopped)
                 session.execute(
                     Run.__table__.update().where(Run.__table__.c.id == assembly.run_id).values(heartbeat_at=utcnow())
                 )
@@ -164,14 +165,8 @@ def send_batch(
 def pause_run(session_factory, run_id: int, reason: str) -> None:
     """Pause a run that cannot go on for now, saying why (shown by ``patron campaigns status``)."""
     with session_factory() as session:
-        _pause(session, run_id, reason)
+        halt(session, run_id, reason)
         session.commit()
-
-
-def _pause(session, run_id: int, reason: str) -> None:
-    run = session.get(Run, run_id)
-    if run.state == "sending":
-        run.state, run.note = "paused", f"paused: {reason}"
 
 
 def _assemble(assembly: Assembly, delivery_id: int, contact_id: int, profile: Profile | None, seconds):

@@ -249,9 +249,7 @@ def _drive(config: WorkerConfig, engine, sessions, run_id: int, stats: Stats, pr
 def _halt(sessions, run_id: int, reason: str) -> None:
     """Pause the run with ``reason``; RunError (one line) if the database will not take even that."""
     try:
-        with sessions() as session:
-            runs.halt(session, run_id, reason)
-            session.commit()
+        pause_run(sessions, run_id, reason)
     except Exception as exc:  # noqa: BLE001
         raise runs.RunError(f"run {run_id} stopped ({reason}) and could not be paused: {describe(exc)}") from None
 
