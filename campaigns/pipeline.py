@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from markupsafe import Markup
@@ -143,10 +143,10 @@ class Assembly:
         filters = self.definition.get("slots") or {}
         self._slot_specs = [_slot_spec(name, filters.get(name) or {}) for name in self.slots]
         self.set_clock(self.now)
-        self.subjects = {locale: compile_text(source) for locale, source in self.definition["subject"].items()}
-        self.preheaders = {
-            locale: compile_text(source) for locale, source in (self.definition.get("preheader") or {}).items()
-        }
+        self.subjects = _PerLocale({locale: compile_text(text) for locale, text in self.definition["subject"].items()})
+        self.preheaders = _PerLocale(
+            {locale: compile_text(text) for locale, text in (self.definition.get("preheader") or {}).items()}
+        )
         sender = Address(**self.definition["sender"])
         reply_to = Address(**self.definition["reply_to"]) if self.definition.get("reply_to") else None
         self.domain = sending_domain(sender)
@@ -252,8 +252,8 @@ class Assembly:
             html_slots[slot], text, head = render_part(self.block(choice.candidate.version_id), context, budget)
             text_slots[slot] = text.strip()
             heads[head] = None
-        context["subject"] = subject = _one_line(render(_for_chain(self.subjects, chain), context, budget))
-        preheader = _for_chain(self.preheaders, chain)
+        context["subject"] = subject = _one_line(render(self.subjects.get(chain), context, budget))
+        preheader = self.preheaders.get(chain)
         context["preheader"] = _one_line(render(preheader, context, budget)) if preheader else ""
         context["slots"], context["text_slots"], context["block_version"] = html_slots, text_slots, None
         context["block_heads"] = Markup("".join(heads))  # the blocks' @media and :hover rules, for <head>
@@ -379,33 +379,39 @@ def _by_locale_key(by_locale: dict[str, dict]) -> dict[str, dict]:
     return merged
 
 
-def _chosen_locale(templates: dict, chain: tuple[str, ...]) -> str | None:
-    """The key of ``templates`` (a locale as written, or "*") for the chain, matched as blocks are: by equivalence."""
-    by_key = _keys_by_locale_key(tuple(templates))
-    for key in chain:
-        if key in by_key:
-            return by_key[key]
-    return "*" if "*" in templates else next(iter(templates), None)
+class _PerLocale:
+    """Templates per locale as the campaign writes them ("es", "zh_TW", "*"), found for a chain by equivalence.
+
+    The index from ``locale_key`` to the locale as written is built once per run, not per recipient.
+    """
+
+    __slots__ = ("templates", "_by_key")
+
+    def __init__(self, templates: dict):
+        self.templates = templates
+        self._by_key: dict[str | None, str] = {}
+        for locale in templates:
+            self._by_key.setdefault(locale_key(locale), locale)
+
+    def __bool__(self) -> bool:
+        return bool(self.templates)
+
+    def locale(self, chain: tuple[str, ...]) -> str | None:
+        """The locale as written (or "*") that serves ``chain``: the first equivalent, then "*", then any."""
+        for key in chain:
+            if key in self._by_key:
+                return self._by_key[key]
+        return "*" if "*" in self.templates else next(iter(self.templates), None)
+
+    def get(self, chain: tuple[str, ...]):
+        locale = self.locale(chain)
+        return None if locale is None else self.templates[locale]
 
 
-@lru_cache(maxsize=64)
-def _keys_by_locale_key(locales: tuple[str, ...]) -> dict[str | None, str]:
-    # Once per campaign's set of subject or preheader locales, not per recipient.
-    by_key: dict[str | None, str] = {}
-    for locale in locales:
-        by_key.setdefault(locale_key(locale), locale)
-    return by_key
-
-
-def _for_chain(templates: dict, chain: tuple[str, ...]):
-    locale = _chosen_locale(templates, chain)
-    return None if locale is None else templates[locale]
-
-
-def _language(block_locales: list[str], subjects: dict, chain: tuple[str, ...], default: str) -> str:
+def _language(block_locales: list[str], subjects: _PerLocale, chain: tuple[str, ...], default: str) -> str:
     """Content-Language: the locales the blocks were chosen in or, with no block, the subject's (or the default)."""
     if not block_locales:
-        subject = _chosen_locale(subjects, chain)
+        subject = subjects.locale(chain)
         block_locales = [default if subject in (None, "*") else subject]
     tags: dict[str | None, str | None] = {}
     for locale in block_locales:  # one tag per locale however its blocks spell it (zh-TW, zh-Hant-TW)
