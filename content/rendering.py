@@ -128,11 +128,6 @@ def text_environment() -> ImmutableSandboxedEnvironment:
     return _environment(False)
 
 
-def check_template(source: str, *, text: bool = False) -> None:
-    """Raise ``jinja2.TemplateSyntaxError`` (with its line) if ``source`` does not compile."""
-    (text_environment() if text else html_environment()).parse(source)
-
-
 def variables(source: str) -> set[str]:
     """The context variables an HTML template reads (``preheader``, ``contact`` …)."""
     return meta.find_undeclared_variables(html_environment().parse(source))

@@ -97,7 +97,7 @@ def preview_command(name, rules_path, limit):
         for c in contacts
     ]
     if rows:
-        click.echo(_table(("id", "email", "name", "locale"), rows))
+        click.echo(table(("id", "email", "name", "locale"), rows))
     click.echo(f"{len(rows):,} of {total:,} contacts shown")
 
 
@@ -110,7 +110,7 @@ def list_command():
         click.echo("no segments saved yet: `patron segments create NAME --rules FILE` saves one")
         return
     rows = [(s.name, s.updated_at.strftime("%Y-%m-%d %H:%M"), s.description or "") for s in segments]
-    click.echo(_table(("name", "updated (UTC)", "description"), rows))
+    click.echo(table(("name", "updated (UTC)", "description"), rows))
 
 
 def _load(path: str) -> Rule:
@@ -140,7 +140,7 @@ def _count(rule: Rule) -> int:
     return count_contacts(get_session(), rule, now=utcnow(), half_life_days=half_life)
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     """Rows as aligned columns under their headers; long cells are cut with an ellipsis."""
     rows = [tuple(_cell(value) for value in row) for row in rows]
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
