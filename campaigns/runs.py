@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -218,7 +219,19 @@ def owner_alive(run: Run) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has died but not been reaped (a killed sender under an init that does not reap: containers).
+
+    Linux's /proc/PID/stat gives the state after the command name in parentheses; elsewhere nothing tells, so no.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def pause(session: Session, campaign_id: int) -> Run:

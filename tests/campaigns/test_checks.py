@@ -519,6 +519,25 @@ def kill_tree(process: psutil.Process) -> None:
             pass
 
 
+def test_status_pauses_a_run_whose_killed_sender_was_never_reaped(runner, session, imported):
+    # Under a container's init that reaps nothing, a sender killed with SIGKILL stays a zombie: dead, not sending.
+    add_contacts(session, [{"email": "ana@example.com", "first_name": "Ana"}])
+    campaign = create(session)
+    zombie = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        zombie.kill()
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.01)
+        run = start_run(session, campaign.id)
+        run.state, run.owner = "sending", f"{socket.gethostname()}:{zombie.pid}"
+        session.commit()
+        current = json.loads(runner.invoke(args=["campaigns", "status", str(campaign.id), "--json"]).output)
+    finally:
+        zombie.wait()
+    assert current["state"] == "paused"
+    assert current["note"] == f"paused: the process sending it ({run.owner}) stopped; resume carries on"
+
+
 def test_status_pauses_a_run_whose_sending_process_is_gone(runner, session, imported):
     add_contacts(session, [{"email": "ana@example.com", "first_name": "Ana"}])
     campaign = create(session)
