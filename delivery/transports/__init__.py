@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from delivery.transports.base import (
+    AmbiguousError,
     DeliveryError,
     PermanentError,
     TransientError,
@@ -22,6 +23,7 @@ from delivery.transports.smtp import SmtpTransport
 
 __all__ = [
     "TRANSPORTS",
+    "AmbiguousError",
     "DeliveryError",
     "OutboxTransport",
     "PermanentError",

@@ -22,7 +22,15 @@ class DeliveryError(Exception):
 
 
 class TransientError(DeliveryError):
-    """Worth retrying later: a 4xx reply, a dropped connection, a timeout."""
+    """Worth retrying later: a 4xx reply, or a connection dropped or timed out before the server could
+    hold the message (before the final "." of DATA was written)."""
+
+
+class AmbiguousError(DeliveryError):
+    """The outcome is unknown: the whole message, up to the final "." of DATA, was written, and then the
+    connection dropped, reset or timed out with no reply (or with one that is not a reply). The server may
+    have taken it (RFC 5321 §4.1.1.4 ends its responsibility there; RFC 1047 describes the duplicates
+    that retrying causes), so it is never retried automatically: its ledger row becomes ``unknown``."""
 
 
 class PermanentError(DeliveryError):
@@ -73,7 +81,8 @@ def deliver(
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Send, retrying a TransientError with exponential backoff (backoff, 2×, 4× … plus up to 10 %
-    jitter); returns the attempts used. Re-raises the last TransientError, and any other error at once."""
+    jitter); returns the attempts used. Re-raises the last TransientError, and any other error at once:
+    an AmbiguousError above all, since sending again could deliver a second copy."""
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, not {attempts}")
     for attempt in range(1, attempts + 1):

@@ -1,11 +1,22 @@
 """The SMTP transport: ``smtp://[user:password@]host[:port][?security=none|starttls|ssl&max_rate=N&timeout=S&helo=NAME]``.
 
 One connection per transport instance, opened on the first send (EHLO and login once) and reused
-for every message after it. A connection the server dropped is reopened and the message tried once
-more on it. Replies map to errors: 4xx → TransientError, 5xx → PermanentError, both with the code.
-After a refused transaction smtplib itself sends RSET (or closes on 421), so the connection stays
-usable for the next recipient. ``max_rate`` is messages per second across all workers: each
-instance paces itself to ``max_rate / workers``.
+for every message after it. Replies map to errors: 4xx → TransientError, 5xx → PermanentError, both
+with the code. After a refused transaction the transport sends RSET (or closes on 421), so the
+connection stays usable for the next recipient. ``max_rate`` is messages per second across all
+workers: each instance paces itself to ``max_rate / workers``.
+
+A failure is classed by where in the transaction it happened, which is why the transport drives
+MAIL, RCPT and DATA itself rather than through ``smtplib.sendmail`` (which does not say):
+
+- before the final "." of DATA was written (connect, greeting, EHLO, STARTTLS, AUTH, MAIL, RCPT, the
+  DATA command, a write of the message that fails): the server cannot hold the message. A dropped
+  connection is reopened and the message tried once more on it; otherwise TransientError.
+- after the final "." was written, with no reply (a drop, a reset, a timeout) or one that is not an
+  SMTP reply: AmbiguousError, never retried (RFC 5321 §4.1.1.4, RFC 1047). A drop the client only
+  notices once the whole message is written counts here too, even if the server dropped earlier:
+  the client cannot tell, so it errs towards no duplicate.
+- a 4xx or 5xx reply at any step: TransientError or PermanentError.
 
 A message to or from an address with a non-ASCII local part (UTF-8 in the envelope and headers, RFC
 6532) goes with ``SMTPUTF8`` and ``BODY=8BITMIME`` (RFC 6531) when the server offers SMTPUTF8; when it
@@ -18,6 +29,7 @@ Not thread-safe, on purpose: a worker thread or process opens its own transport,
 from __future__ import annotations
 
 import math
+import re
 import smtplib
 import socket
 import ssl
@@ -27,7 +39,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, parse_qsl, unquote
 
 from delivery.message import HeaderError, header_email
-from delivery.transports.base import DeliveryError, PermanentError, TransientError, Transport
+from delivery.transports.base import AmbiguousError, DeliveryError, PermanentError, TransientError, Transport
 
 SECURITY = ("none", "starttls", "ssl")
 _OPTIONS = ("security", "max_rate", "timeout", "helo")
@@ -150,27 +162,68 @@ class SmtpTransport(Transport):
 
     def _transaction(self, sender: str, recipient: str, message: bytes, utf8: bool) -> None:
         connection = self._connect()
-        options: tuple[str, ...] = ()
+        options: list[str] = []
         if utf8:
             if not connection.has_extn("smtputf8"):
                 raise PermanentError(
                     f"{recipient}: the message has a non-ASCII address, which needs SMTPUTF8, "
                     f"and {self.host}:{self.port} does not offer it"
                 )
-            options = ("SMTPUTF8", "BODY=8BITMIME")
+            options = ["SMTPUTF8", "BODY=8BITMIME"]
+        if connection.has_extn("size"):
+            options.append(f"SIZE={len(message)}")  # RFC 1870: a server may refuse a message too big at once
         try:
-            connection.sendmail(sender, [recipient], message, mail_options=options)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = exc.recipients.get(recipient) or next(iter(exc.recipients.values()))
-            raise _reply_error(code, reply, recipient) from None
-        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
-            raise _reply_error(exc.smtp_code, exc.smtp_error, recipient) from None
+            code, reply = connection.mail(sender, options)
+            if code == 250:
+                code, reply = connection.rcpt(recipient)
+            if code in (250, 251):
+                connection.putcmd("data")
+                code, reply = connection.getreply()
+            if code == 354:
+                connection.send(_data(message))  # a failed write raises here: the "." never left
         except smtplib.SMTPResponseException as exc:
             self._discard()  # a reply out of step with the transaction: start afresh next time
             raise _reply_error(exc.smtp_code, exc.smtp_error, recipient) from None
         except (smtplib.SMTPException, OSError) as exc:
             self._discard()
             raise _connection_error(exc, f"{self.host}:{self.port}") from exc
+        if code != 354:
+            self._end_refused(code)
+            raise _reply_error(code, reply, recipient)
+        self._final_reply(connection, recipient)
+
+    def _final_reply(self, connection: smtplib.SMTP, recipient: str) -> None:
+        """The reply to the final "." of DATA; AmbiguousError when there is none to read."""
+        where = f"{self.host}:{self.port}"
+        try:
+            code, reply = connection.getreply()
+        except (smtplib.SMTPException, OSError) as exc:
+            self._discard()
+            timed_out = isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
+            what = f"no reply within {self.timeout:g} s" if timed_out else f"the connection was lost ({exc})"
+            raise AmbiguousError(
+                f"{recipient}: {where} had the whole message, then {what}: it may have been delivered"
+            ) from None
+        if 200 <= code < 300:
+            return
+        if 400 <= code < 600:
+            self._end_refused(code)
+            raise _reply_error(code, reply, recipient)
+        self._discard()
+        raise AmbiguousError(
+            f"{recipient}: {where} had the whole message, then answered {_text(reply)!r}, not an SMTP reply: "
+            "it may have been delivered"
+        )
+
+    def _end_refused(self, code: int) -> None:
+        """After a refusal, RSET so the connection serves the next recipient; close it after a 421 or garbage."""
+        if code == 421 or not 200 <= code < 600:
+            self._discard()
+            return
+        try:
+            self._connection.rset()
+        except (smtplib.SMTPException, OSError):
+            self._discard()
 
     def _connect(self) -> smtplib.SMTP:
         if self._connection is not None and self._connection.sock is not None:
@@ -226,6 +279,12 @@ class SmtpTransport(Transport):
         if self._ssl_context is None:
             self._ssl_context = ssl.create_default_context()
         return self._ssl_context
+
+
+def _data(message: bytes) -> bytes:
+    """The message as DATA sends it: lines starting with "." doubled (RFC 5321 §4.5.2), then CRLF.CRLF."""
+    quoted = re.sub(rb"(?m)^\.", b"..", message)
+    return quoted + (b"." if quoted.endswith(b"\r\n") else b"\r\n.") + b"\r\n"
 
 
 def _header_section(message: bytes) -> bytes:
