@@ -3,9 +3,14 @@
 A row moves pending -> sending -> sent | failed | skipped | unknown. Planning
 writes the rows a page at a time with one ``INSERT … SELECT``; a worker claims
 a few rows at once (pending -> sending, committed before the first byte goes
-on the wire) and records the outcome of each in bulk. Rows left in
-``sending`` by a worker that died may or may not have gone out: recovery marks
-them ``unknown``, and only an explicit resend sends them again.
+on the wire). Just before a message is handed to the transport, its row gets
+its Message-ID (committed: :func:`mark_handed`), and its outcome is recorded
+as soon as the server answers. So a row in ``sending`` without a Message-ID
+was provably never sent, and one with a Message-ID may or may not have gone
+out: recovery (:func:`mark_unknown`) puts the first back to pending and makes
+the second ``unknown``, and only an explicit resend sends it again. The
+Message-ID stays on an unknown row, for finding the message in the mail
+server's logs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from delivery.models import STATUSES, Delivery, ShownBlock
 from segments.models import Contact, Suppression
 
 UNKNOWN_REASON = "in flight when its worker stopped: it may or may not have been delivered"
+UNSENT_REASON = "claimed by a worker that stopped before handing it to the transport: never sent"
 
 
 @dataclass(frozen=True)
@@ -133,10 +139,37 @@ def claim(session: Session, run_id: int, first: int, last: int, limit: int, now:
     claimed = session.execute(
         update(Delivery)
         .where(Delivery.id.in_(ids.scalar_subquery()), Delivery.status == "pending")
-        .values(status="sending", claimed_at=now, attempts=Delivery.attempts + 1)
+        .values(status="sending", claimed_at=now, attempts=Delivery.attempts + 1, message_id=None)
         .returning(Delivery.id, Delivery.contact_id)
     ).all()
     return sorted((row[0], row[1]) for row in claimed)
+
+
+_HANDED = (
+    update(Delivery.__table__)
+    .where(Delivery.__table__.c.id == bindparam("row_id"), Delivery.__table__.c.status == "sending")
+    .values(message_id=bindparam("new_message_id"))
+)
+
+
+def mark_handed(session: Session, handed: Sequence[tuple[int, str]]) -> None:
+    """Note on claimed rows, as (delivery id, Message-ID), that their messages go to the transport now.
+
+    The caller commits before the first of them is sent: from then on a crash leaves them ``unknown``.
+    """
+    if handed:
+        session.connection().execute(_HANDED, [{"row_id": row, "new_message_id": mid} for row, mid in handed])
+
+
+def release(session: Session, delivery_ids: Sequence[int]) -> int:
+    """Put claimed rows that were never handed to the transport back to pending; how many."""
+    if not delivery_ids:
+        return 0
+    return session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(delivery_ids), Delivery.status == "sending", Delivery.message_id.is_(None))
+        .values(status="pending", reason="not tried: the batch stopped")
+    ).rowcount
 
 
 _FINISH = (
@@ -208,12 +241,14 @@ def record(session: Session, outcomes: Sequence[Outcome]) -> None:
 
 
 def mark_unknown(session: Session, run_id: int) -> int:
-    """Rows a dead worker left in flight become ``unknown``; how many."""
-    return session.execute(
-        update(Delivery)
-        .where(Delivery.run_id == run_id, Delivery.status == "sending")
-        .values(status="unknown", reason=UNKNOWN_REASON)
-    ).rowcount
+    """Rows a dead worker left in flight become ``unknown``; how many. Those it claimed but never handed to
+    the transport (no Message-ID yet) go back to pending: they cannot have been sent."""
+    in_flight = (Delivery.run_id == run_id, Delivery.status == "sending")
+    session.execute(
+        update(Delivery).where(*in_flight, Delivery.message_id.is_(None)).values(status="pending", reason=UNSENT_REASON)
+    )
+    handed = update(Delivery).where(*in_flight, Delivery.message_id.is_not(None))
+    return session.execute(handed.values(status="unknown", reason=UNKNOWN_REASON)).rowcount
 
 
 def requeue_unknown(session: Session, run_id: int) -> int:

@@ -5,7 +5,12 @@ The embedded default, and what demos and tests read. ``outbox:`` (or ``outbox://
 Maildir (mutt -f, Python's ``mailbox.Maildir``) shows what was sent.
 
 Each message is written to ``tmp/`` under a name unique across threads, processes and hosts, then
-renamed into ``new/``, as the Maildir spec says: a reader never sees half a message. It is done by
+renamed into ``new/``, as the Maildir spec says: a reader never sees half a message. The rename is
+the moment of delivery, and it is atomic (POSIX rename(2)): a failure before or at it leaves nothing in
+``new/`` (the file in ``tmp/`` is removed) and raises DeliveryError, so the message may be written again
+without a duplicate; once it succeeds nothing else can fail. An outbox therefore never has an
+ambiguous outcome (on a network file system, where a rename can be reported failed after it happened,
+a message could appear twice: keep the outbox on a local disk). It is done by
 hand rather than with ``mailbox.Maildir.add``, which measured ~460 µs a message against ~35 µs here
 (it stats, links and unlinks, and its counter is not thread-safe). Files are not fsynced: this is a
 development outbox, not a mail store.

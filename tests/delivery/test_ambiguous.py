@@ -91,3 +91,19 @@ def test_whatever_fails_where_no_recipient_gets_two_copies_and_each_outcome_says
     assert max(copies.values(), default=0) <= 1
     for recipient, outcome in outcomes.items():
         assert copies[recipient] == (0 if outcome == "not sent" else 1), (recipient, outcome)
+
+
+def test_an_outbox_write_that_fails_leaves_no_message_behind_so_writing_it_again_is_safe(tmp_path):
+    from delivery.transports import DeliveryError, OutboxTransport
+
+    outbox = OutboxTransport(tmp_path / "box")
+    (tmp_path / "box" / "new").rmdir()
+    (tmp_path / "box" / "new").write_text("not a folder")  # the rename into new/ fails (ENOTDIR), even for root
+    with pytest.raises(DeliveryError, match="cannot write to the outbox") as caught:
+        outbox.send(SENDER, "a@example.com", MESSAGE)
+    assert not isinstance(caught.value, (AmbiguousError, TransientError))
+    assert list((tmp_path / "box" / "tmp").iterdir()) == []  # no half-delivered file either
+    (tmp_path / "box" / "new").unlink()
+    (tmp_path / "box" / "new").mkdir()
+    outbox.send(SENDER, "a@example.com", MESSAGE)
+    assert len(list((tmp_path / "box" / "new").iterdir())) == 1
