@@ -1,12 +1,20 @@
 """A batch: claim ledger rows, assemble each recipient's message, send it, record what happened.
 
-The worker's main thread assembles (select, render, build) while a sender
-thread talks to the mail server, so the wait for each SMTP reply overlaps
-with building the next message. Rows are claimed (pending -> sending, and
-committed) before anything is assembled, so nothing reaches the wire without
-its ledger row. Whatever stops a batch early, rows that were never handed to
-the sender go back to pending: only a message in the sender's hands when the
-process dies can end up "unknown".
+Three threads per worker. The main thread claims rows (pending -> sending,
+committed before anything is assembled) and assembles each message (select,
+render, build); a sender thread talks to the mail server, so the wait for each
+SMTP reply overlaps with building the next message; a recorder thread writes
+each outcome to the ledger as soon as it is known, committing whatever has
+arrived meanwhile as one group (so under load a commit covers many messages,
+and at rest one).
+
+Before a message goes to the sender, its row gets its Message-ID, committed
+(``ledger.mark_handed``): a row still without one was never handed over and
+goes back to pending whatever stops the batch, even a SIGKILL (recovery tells
+them apart). At most ``SEND_AHEAD`` messages are handed over and not yet
+recorded at any moment, so that is all a crash can leave ``unknown``, per
+worker. A message whose outcome the server left ambiguous (the connection lost
+after the final "." of DATA) is recorded ``unknown`` at once and never retried.
 """
 
 from __future__ import annotations
@@ -14,8 +22,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
-from queue import Queue
+from dataclasses import dataclass, field
+from queue import SimpleQueue
 
 from campaigns.models import Run
 from campaigns.pipeline import Assembly, Profile, Stats, load_profiles
@@ -23,12 +31,16 @@ from campaigns.runs import halt
 from content.rendering import RenderError
 from delivery import ledger
 from delivery.message import HeaderError
-from delivery.transports.base import DeliveryError, PermanentError, TransientError, deliver
+from delivery.transports.base import AmbiguousError, DeliveryError, PermanentError, TransientError, deliver
 from segments.db import utcnow
 
-CLAIM_SIZE = 100  # rows claimed at once per worker (at most this many can become "unknown")
-SEND_AHEAD = 16  # messages built and waiting for the sender thread
-PAUSE_AFTER_TRANSIENT = 5  # consecutive temporary refusals that pause the run: the server is unwell
+CLAIM_SIZE = 100  # rows claimed and profiled at once per worker
+SEND_AHEAD = 8  # messages handed to the sender and not yet recorded: the most a crash can leave "unknown"
+HAND_OVER = 4  # messages built before their Message-IDs are committed together (fewer when the sender waits)
+RECORD_GROUP = 200  # outcomes written by one commit at most
+# Consecutive messages the server refused for now or left ambiguous that pause the run: it is unwell,
+# and each ambiguous one is a message of unknown fate.
+PAUSE_AFTER_TRANSIENT = 5
 
 
 @dataclass
@@ -37,27 +49,75 @@ class _Job:
     outcome: ledger.Outcome  # what to record once the server accepts it
 
 
-class _Sender(threading.Thread):
-    """Sends built messages one after another on the worker's transport (which is not shared)."""
+class _Recorder(threading.Thread):
+    """Writes outcomes to the ledger as they come, one commit per group of whatever is waiting."""
 
-    def __init__(self, transport, sender: str, seconds: dict[str, float], sleep):
+    def __init__(self, session_factory, stats: Stats, slots: threading.Semaphore):
+        super().__init__(name="patron-recorder", daemon=True)
+        self.session_factory, self.stats, self.slots = session_factory, stats, slots
+        self.queue: SimpleQueue[tuple[ledger.Outcome, bool] | None] = SimpleQueue()
+        self.failure: Exception | None = None  # why outcomes can no longer be written
+        self.seconds = 0.0
+
+    def put(self, outcome: ledger.Outcome, handed: bool = False) -> None:
+        """Record ``outcome``; ``handed``: of a message the sender had, whose slot frees once it is written."""
+        self.queue.put((outcome, handed))
+
+    def run(self) -> None:
+        with self.session_factory() as session:
+            closing = False
+            while not closing:
+                group = [self.queue.get()]
+                while len(group) < RECORD_GROUP and not self.queue.empty():
+                    group.append(self.queue.get())
+                closing = group[-1] is None
+                items = [item for item in group if item is not None]
+                if items and self.failure is None:
+                    self._write(session, [outcome for outcome, _ in items])
+                for outcome, handed in items:
+                    self.stats.outcomes[outcome.status] += 1
+                    if handed:
+                        self.slots.release()
+
+    def _write(self, session, outcomes: list[ledger.Outcome]) -> None:
+        started = time.perf_counter()
+        try:
+            ledger.record(session, outcomes)
+            session.commit()
+        except Exception as exc:  # noqa: BLE001  (the main thread stops the batch and says why)
+            session.rollback()
+            self.failure = exc
+        self.seconds += time.perf_counter() - started
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.join()
+        self.stats.seconds["db"] += self.seconds
+
+
+class _Sender(threading.Thread):
+    """Sends handed-over messages one after another on the worker's transport (which is not shared)."""
+
+    def __init__(self, transport, sender: str, seconds: dict[str, float], sleep, recorder: _Recorder):
         super().__init__(name="patron-sender", daemon=True)
-        self.transport, self.sender, self.seconds, self.sleep = transport, sender, seconds, sleep
-        self.queue: Queue[_Job | None] = Queue(maxsize=SEND_AHEAD)
-        self.outcomes: list[ledger.Outcome] = []
+        self.transport, self.sender, self.sleep, self.recorder = transport, sender, sleep, recorder
+        self.seconds = 0.0
+        self._stats_seconds = seconds
+        self.queue: SimpleQueue[_Job | None] = SimpleQueue()  # bounded by the recorder's slots
         self.stopped: str | None = None  # why sending stopped: the transport is down or keeps refusing
         self._streak = 0
 
     def run(self) -> None:
         while (job := self.queue.get()) is not None:
+            if self.recorder.failure is not None and not self.stopped:
+                self.stopped = f"outcomes cannot be written to the ledger: {self.recorder.failure!r}"
             if self.stopped:
-                self.outcomes.append(_untried(job.outcome, self.stopped))
-            else:
-                started = time.perf_counter()
-                self.outcomes.append(self._send(job))
-                self.seconds["send"] += time.perf_counter() - started
-            self.queue.task_done()
-        self.queue.task_done()
+                self.recorder.put(_untried(job.outcome, self.stopped), handed=True)
+                continue
+            started = time.perf_counter()
+            outcome = self._send(job)
+            self.seconds += time.perf_counter() - started
+            self.recorder.put(outcome, handed=True)
 
     def _send(self, job: _Job) -> ledger.Outcome:
         done = job.outcome
@@ -67,28 +127,30 @@ class _Sender(threading.Thread):
             self._streak = 0
             return ledger.Outcome(done.delivery_id, "failed", f"refused: {exc}", email=done.email)
         except TransientError as exc:
-            self._streak += 1
-            if self._streak >= PAUSE_AFTER_TRANSIENT:
-                self.stopped = f"the server keeps refusing for now: {exc}"
+            self._unwell(f"the server keeps refusing for now: {exc}")
             return _untried(done, f"temporary failure, will retry: {exc}")
+        except AmbiguousError as exc:
+            self._unwell(f"the server keeps leaving messages of unknown fate: {exc}")
+            return _unknown(done, f"unknown: {exc}; not sent again unless asked (resend-unknown)")
         except DeliveryError as exc:
             self.stopped = f"transport unusable: {exc}"  # a rejected login, a TLS failure, an unwritable outbox
             return _untried(done, self.stopped)
         except Exception as exc:  # noqa: BLE001  (a bug: nobody can tell whether it went out)
-            return ledger.Outcome(done.delivery_id, "unknown", f"unexpected error while sending: {exc!r}")
+            return _unknown(done, f"unexpected error while sending: {exc!r}")
         self._streak = 0
         done.sent_at = utcnow()
         return done
 
-    def drain(self) -> list[ledger.Outcome]:
-        """Wait until every message handed over has been dealt with; their outcomes."""
-        self.queue.join()
-        outcomes, self.outcomes = self.outcomes, []
-        return outcomes
+    def _unwell(self, why: str) -> None:
+        self._streak += 1
+        if self._streak >= PAUSE_AFTER_TRANSIENT:
+            self.stopped = why
 
     def close(self) -> None:
+        """Send (or, once stopped, give back) whatever was handed over, then end."""
         self.queue.put(None)
         self.join()
+        self._stats_seconds["send"] += self.seconds
 
 
 def send_batch(
@@ -101,65 +163,110 @@ def send_batch(
     parent_pid: int | None = None,
     sleep=time.sleep,
 ) -> Stats:
-    """Claim, assemble and send the run's pending rows between ledger ids ``first`` and ``last``."""
-    stats = Stats()
-    seconds = stats.seconds
-    sender = _Sender(transport, assembly.sender, seconds, sleep)
-    sender.start()
+    """Claim, assemble and send the run's pending rows between ledger ids ``first`` and ``last``.
+
+    Pauses the run, saying why, when the transport is unusable or the server keeps refusing. Whatever
+    stops the batch, even an exception (re-raised), claimed rows never handed to the sender go back to
+    pending; the handed ones are sent and recorded before it returns.
+    """
+    batch = _Batch(assembly, first, last, parent_pid, Stats())
+    batch.recorder = _Recorder(session_factory, batch.stats, batch.slots)
+    batch.sender = _Sender(transport, assembly.sender, batch.stats.seconds, sleep, batch.recorder)
+    batch.recorder.start()
+    batch.sender.start()
     try:
-        while True:
-            started = time.perf_counter()
-            with session_factory() as session:
-                if session.get(Run, assembly.run_id).state != "sending":
-                    break
-                # End the read before writing: SQLite cannot turn a read that another
-                # worker's commit made stale into a write.
-                session.commit()
-                now = utcnow()
-                claimed = ledger.claim(session, assembly.run_id, first, last, CLAIM_SIZE, now)
-                session.commit()
-                if not claimed:
-                    break
-                profiles = load_profiles(session, [contact for _, contact in claimed], assembly, now)
-            assembly.set_clock(now)
-            seconds["db"] += time.perf_counter() - started
-
-            outcomes: list[ledger.Outcome] = []
-            orphaned = False
-            for delivery_id, contact_id in claimed:
-                if parent_pid is not None and os.getppid() != parent_pid:
-                    orphaned = True  # whoever started us is gone: stop handing out messages
-                    break
-                if sender.stopped:
-                    break
-                result = _assemble(assembly, delivery_id, contact_id, profiles.get(contact_id), seconds)
-                if isinstance(result, _Job):
-                    sender.queue.put(result)
-                else:
-                    outcomes.append(result)
-            outcomes.extend(sender.drain())
-            handled = {o.delivery_id for o in outcomes}
-            outcomes.extend(
-                ledger.Outcome(d, "pending", "not tried: the batch stopped") for d, _ in claimed if d not in handled
-            )
-            for outcome in outcomes:
-                stats.outcomes[outcome.status] += 1
-
-            started = time.perf_counter()
-            with session_factory() as session:
-                ledger.record(session, outcomes)
-                if sender.stopped:
-                    halt(session, assembly.run_id, sender.stopped)
-                session.execute(
-                    Run.__table__.update().where(Run.__table__.c.id == assembly.run_id).values(heartbeat_at=utcnow())
-                )
-                session.commit()
-            seconds["db"] += time.perf_counter() - started
-            if orphaned or sender.stopped:
-                break
+        with session_factory() as session:
+            while batch.claim_and_send(session):
+                pass
     finally:
-        sender.close()
-    return stats
+        batch.sender.close()
+        batch.recorder.close()
+        with session_factory() as session:  # the rows of a batch that stopped early
+            ledger.release(session, batch.claimed)
+            session.commit()
+    if batch.sender.stopped:
+        pause_run(session_factory, assembly.run_id, batch.sender.stopped)
+    elif batch.recorder.failure is not None:
+        raise batch.recorder.failure
+    return batch.stats
+
+
+@dataclass
+class _Batch:
+    """One batch's state, as its main thread sees it."""
+
+    assembly: Assembly
+    first: int
+    last: int
+    parent_pid: int | None
+    stats: Stats
+    slots: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(SEND_AHEAD))
+    recorder: _Recorder | None = None
+    sender: _Sender | None = None
+    claimed: list[int] = field(default_factory=list)  # the current claim's ledger ids
+    ready: list[_Job] = field(default_factory=list)  # built, each holding a slot, not yet handed over
+
+    def stopping(self) -> bool:
+        return bool(self.sender.stopped or self.recorder.failure is not None)
+
+    def claim_and_send(self, session) -> bool:
+        """Claim the next rows and hand each message over, their Message-IDs committed first; whether to go on."""
+        assembly, seconds = self.assembly, self.stats.seconds
+        if self.stopping():
+            return False
+        started = time.perf_counter()
+        if session.get(Run, assembly.run_id).state != "sending":
+            session.commit()
+            return False
+        # End the read before writing: SQLite cannot turn a read that another worker's commit made stale into a write.
+        session.commit()
+        now = utcnow()
+        rows = ledger.claim(session, assembly.run_id, self.first, self.last, CLAIM_SIZE, now)
+        session.commit()
+        self.claimed = [delivery_id for delivery_id, _ in rows]
+        if not rows:
+            return False
+        profiles = load_profiles(session, [contact for _, contact in rows], assembly, now)
+        session.commit()
+        assembly.set_clock(now)
+        seconds["db"] += time.perf_counter() - started
+
+        for delivery_id, contact_id in rows:
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                break  # whoever started us is gone: stop handing out messages
+            if self.stopping():
+                break
+            result = _assemble(assembly, delivery_id, contact_id, profiles.get(contact_id), seconds)
+            if not isinstance(result, _Job):
+                self.recorder.put(result)
+                continue
+            if not self.slots.acquire(blocking=False):
+                self.hand_over(session)  # what is built goes first, then wait for the sender to catch up
+                self.slots.acquire()
+            self.ready.append(result)
+            if len(self.ready) >= HAND_OVER:
+                self.hand_over(session)
+        else:
+            self.hand_over(session)
+            session.execute(
+                Run.__table__.update().where(Run.__table__.c.id == assembly.run_id).values(heartbeat_at=utcnow())
+            )
+            session.commit()
+            return True
+        self.hand_over(session)
+        return False  # stopped early: send_batch releases what is left of the claim
+
+    def hand_over(self, session) -> None:
+        """Commit the built messages' Message-IDs, then give them to the sender."""
+        if not self.ready:
+            return
+        started = time.perf_counter()
+        ledger.mark_handed(session, [(job.outcome.delivery_id, job.outcome.message_id) for job in self.ready])
+        session.commit()  # before the first of them can reach the wire
+        self.stats.seconds["db"] += time.perf_counter() - started
+        for job in self.ready:
+            self.sender.queue.put(job)
+        self.ready.clear()
 
 
 def pause_run(session_factory, run_id: int, reason: str) -> None:
@@ -202,6 +309,11 @@ def _assemble(assembly: Assembly, delivery_id: int, contact_id: int, profile: Pr
         contact_id=contact_id,
     )
     return _Job(message, outcome)
+
+
+def _unknown(outcome: ledger.Outcome, reason: str) -> ledger.Outcome:
+    """Unknown: the server may have it. Its Message-ID stays, for finding it in the server's logs."""
+    return ledger.Outcome(outcome.delivery_id, "unknown", reason, email=outcome.email, message_id=outcome.message_id)
 
 
 def _untried(outcome: ledger.Outcome, reason: str) -> ledger.Outcome:

@@ -217,6 +217,12 @@ def _print_status(campaign_id: int, as_json: bool = False) -> dict:
     click.echo(f"campaign {campaign_id}, {run}: {current['state']} — {tally(current)}")
     if current["skipped"]:
         click.echo(skipped_line(current))
+    if current["unknown"]:
+        click.echo(
+            f"{current['unknown']:,} unknown: in flight when the connection was lost or the sender stopped, so they"
+            f" may have arrived; `{command_name()} campaigns resend-unknown {campaign_id}` sends them again"
+            " (a second copy to any that did)"
+        )
     if current.get("note"):
         click.echo(f"note: {current['note']}")
     return current
