@@ -15,7 +15,11 @@ a run is never left ``sending`` with nobody working on it.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -41,6 +45,8 @@ BATCH_SIZE = 500  # ledger rows per task
 # A sender reads a few pages per batch, never scans: a small SQLite page cache
 # keeps its memory flat however big the audience (32 MB per connection is for imports).
 SEND_CACHE_KIB = 4_000
+PARENT_POLL = 1.0  # seconds between a pool worker's checks that its parent still lives (where prctl is missing)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 RETRY_PASSES = 5  # passes over rows a server refused for now, before the run pauses
 NOTE_CHARS = 500  # of an error's first line, in the run's note
 _FROZEN = "; the run's content is frozen: cancel it, fix the pack or the campaign, and send again"
@@ -156,9 +162,37 @@ _worker: Worker | None = None
 
 
 def configure_worker(config: WorkerConfig, parent_pid: int | None = None, engine=None) -> None:
-    """Set up this process as a worker (a pool's initializer; a Celery worker's start-up hook)."""
+    """Set up this process as a worker (a pool's initializer; a Celery worker's start-up hook).
+
+    With ``parent_pid`` (a local pool's worker), the process dies with that parent: see :func:`die_with_parent`.
+    """
     global _worker
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     _worker = Worker(config, parent_pid, engine)
+
+
+def die_with_parent(parent_pid: int, poll: float = PARENT_POLL, *, prctl: bool = True) -> None:
+    """SIGKILL this process when its parent ``parent_pid`` dies, so a pool never outlives whoever drives it.
+
+    Linux delivers the signal itself (prctl PR_SET_PDEATHSIG, prctl(2)); elsewhere, and as a fallback, a
+    daemon thread checks ``os.getppid()`` every ``poll`` seconds. Either way it is a crash: the rows the
+    worker had handed to its transport become ``unknown`` on resume, the rest of its claim pending.
+    ``prctl=False`` leaves the watchdog alone, as on other systems.
+    """
+    if prctl and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no usable libc: the watchdog below still does it
+    threading.Thread(target=_watch_parent, args=(parent_pid, poll), name="patron-parent-watch", daemon=True).start()
+
+
+def _watch_parent(parent_pid: int, poll: float) -> None:
+    # Also covers a parent that died before prctl took effect: this process was reparented already.
+    while os.getppid() == parent_pid:
+        time.sleep(poll)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def send_batch_task(run_id: int, first: int, last: int) -> dict:

@@ -12,6 +12,7 @@ transaction (n counts from 0 across all connections) and answers one of :data:`F
 - ``reset_after_dot``: read the whole message and reset the connection (RST);
 - ``timeout_after_dot``: read the whole message and say nothing until the client gives up;
 - ``hold_after_dot``: read the whole message and say nothing until :meth:`release` (then 250);
+- ``slow_reply``: read the whole message and answer 250 after :attr:`SLOW` seconds;
 - ``reply_451`` / ``reply_550``: refuse the message after its "." with that code.
 
 A message whose final "." arrived is in :attr:`messages` whatever happens next (the server had it),
@@ -34,6 +35,7 @@ FAULTS = (
     "reset_after_dot",
     "timeout_after_dot",
     "hold_after_dot",
+    "slow_reply",
     "reply_451",
     "reply_550",
 )
@@ -45,6 +47,8 @@ class _Closed(Exception):
 
 class FaultySmtp:
     """A started server: ``url``, ``messages`` [(recipient, bytes)], ``copies`` (a Counter per recipient)."""
+
+    SLOW = 0.2
 
     def __init__(self, fault: Callable[[int, str], str | None] = lambda n, rcpt: None) -> None:
         self.fault = fault
@@ -169,6 +173,8 @@ class FaultySmtp:
         if fault == "timeout_after_dot":
             self._stopping.wait(60)  # the client's timeout is far shorter
             raise _Closed
+        if fault == "slow_reply":
+            self._stopping.wait(self.SLOW)
         if fault == "hold_after_dot":
             with self._lock:
                 self._holding += 1
