@@ -6,7 +6,8 @@
   mailed its audience, only with ``again=True``), plan, pause, resume, cancel,
   resend-unknown, status (skipped recipients by reason), list and show;
 - ``pipeline``: one worker's ``Assembly`` of a run: select, render, build;
-- ``batches``: claim ledger rows, assemble, send on a sender thread, record;
+- ``batches``: claim ledger rows, assemble, send on a sender thread, record each
+  outcome as it comes on a recorder thread;
 - ``executors``: the id-only batch task, the local pool and ``execute_run``;
 - ``preview``: one contact's email, with the reasons for each block.
 
