@@ -23,7 +23,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 
 from campaigns.models import Run
 from campaigns.pipeline import Assembly, Profile, Stats, load_profiles
@@ -35,9 +35,10 @@ from delivery.transports.base import AmbiguousError, DeliveryError, PermanentErr
 from segments.db import utcnow
 
 CLAIM_SIZE = 100  # rows claimed and profiled at once per worker
-SEND_AHEAD = 8  # messages handed to the sender and not yet recorded: the most a crash can leave "unknown"
+SEND_AHEAD = 10  # messages handed to the sender and not yet recorded: the most a crash can leave "unknown"
 HAND_OVER = 4  # messages built before their Message-IDs are committed together (fewer when the sender waits)
-RECORD_GROUP = 200  # outcomes written by one commit at most
+RECORD_GROUP = 4  # outcomes a commit waits for, at most RECORD_WAIT seconds after the first
+RECORD_WAIT = 0.005
 # Consecutive messages the server refused for now or left ambiguous that pause the run: it is unwell,
 # and each ambiguous one is a message of unknown fate.
 PAUSE_AFTER_TRANSIENT = 5
@@ -68,8 +69,12 @@ class _Recorder(threading.Thread):
             closing = False
             while not closing:
                 group = [self.queue.get()]
-                while len(group) < RECORD_GROUP and not self.queue.empty():
-                    group.append(self.queue.get())
+                deadline = time.monotonic() + RECORD_WAIT
+                while group[-1] is not None and (len(group) < RECORD_GROUP or not self.queue.empty()):
+                    try:  # a few outcomes per commit: one each would cost a commit per message
+                        group.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                    except Empty:
+                        break
                 closing = group[-1] is None
                 items = [item for item in group if item is not None]
                 if items and self.failure is None:
