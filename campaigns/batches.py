@@ -258,8 +258,8 @@ class _Batch:
             )
             session.commit()
             return True
-        self.hand_over(session)
-        return False  # stopped early: send_batch releases what is left of the claim
+        self.ready.clear()  # stopped early: send_batch gives back what was never handed over
+        return False
 
     def hand_over(self, session) -> None:
         """Commit the built messages' Message-IDs, then give them to the sender."""
