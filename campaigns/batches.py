@@ -39,6 +39,7 @@ SEND_AHEAD = 10  # messages handed to the sender and not yet recorded: the most 
 HAND_OVER = 4  # messages built before their Message-IDs are committed together (fewer when the sender waits)
 RECORD_GROUP = 4  # outcomes a commit waits for, at most RECORD_WAIT seconds after the first
 RECORD_WAIT = 0.005
+RECORD_MAX = 500  # outcomes one commit writes at most
 # Consecutive messages the server refused for now or left ambiguous that pause the run: it is unwell,
 # and each ambiguous one is a message of unknown fate.
 PAUSE_AFTER_TRANSIENT = 5
@@ -70,7 +71,9 @@ class _Recorder(threading.Thread):
             while not closing:
                 group = [self.queue.get()]
                 deadline = time.monotonic() + RECORD_WAIT
-                while group[-1] is not None and (len(group) < RECORD_GROUP or not self.queue.empty()):
+                while group[-1] is not None and len(group) < RECORD_MAX:
+                    if len(group) >= RECORD_GROUP and self.queue.empty():
+                        break
                     try:  # a few outcomes per commit: one each would cost a commit per message
                         group.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
                     except Empty:
@@ -187,7 +190,7 @@ def send_batch(
         batch.sender.close()
         batch.recorder.close()
         with session_factory() as session:  # the rows of a batch that stopped early
-            ledger.release(session, batch.claimed)
+            ledger.release(session, [row for row in batch.claimed if row not in batch.given])
             session.commit()
     if batch.sender.stopped:
         pause_run(session_factory, assembly.run_id, batch.sender.stopped)
@@ -209,6 +212,7 @@ class _Batch:
     recorder: _Recorder | None = None
     sender: _Sender | None = None
     claimed: list[int] = field(default_factory=list)  # the current claim's ledger ids
+    given: set[int] = field(default_factory=set)  # those of them given to the sender (perhaps, if interrupted)
     ready: list[_Job] = field(default_factory=list)  # built, each holding a slot, not yet handed over
 
     def stopping(self) -> bool:
@@ -227,8 +231,8 @@ class _Batch:
         session.commit()
         now = utcnow()
         rows = ledger.claim(session, assembly.run_id, self.first, self.last, CLAIM_SIZE, now)
+        self.claimed, self.given = [delivery_id for delivery_id, _ in rows], set()  # known before they are ours
         session.commit()
-        self.claimed = [delivery_id for delivery_id, _ in rows]
         if not rows:
             return False
         profiles = load_profiles(session, [contact for _, contact in rows], assembly, now)
@@ -270,6 +274,7 @@ class _Batch:
         session.commit()  # before the first of them can reach the wire
         self.stats.seconds["db"] += time.perf_counter() - started
         for job in self.ready:
+            self.given.add(job.outcome.delivery_id)  # first: if a Ctrl-C falls in between, it is never released
             self.sender.queue.put(job)
         self.ready.clear()
 

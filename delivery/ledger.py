@@ -162,13 +162,14 @@ def mark_handed(session: Session, handed: Sequence[tuple[int, str]]) -> None:
 
 
 def release(session: Session, delivery_ids: Sequence[int]) -> int:
-    """Put claimed rows that were never handed to the transport back to pending; how many."""
+    """Put claimed rows back to pending; how many. Only for rows the caller knows it never handed to the
+    transport (even if their Message-ID was committed already: a batch interrupted in between)."""
     if not delivery_ids:
         return 0
     return session.execute(
         update(Delivery)
-        .where(Delivery.id.in_(delivery_ids), Delivery.status == "sending", Delivery.message_id.is_(None))
-        .values(status="pending", reason="not tried: the batch stopped")
+        .where(Delivery.id.in_(delivery_ids), Delivery.status == "sending")
+        .values(status="pending", reason="not tried: the batch stopped", message_id=None)
     ).rowcount
 
 
