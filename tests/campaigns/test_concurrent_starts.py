@@ -11,11 +11,15 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections import Counter
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from campaigns.models import Run
+from campaigns.runs import RunError, start_run
+from segments.db import make_session_factory
 from tests.campaigns.conftest import SECRET, add_campaign, add_contacts
 
 SENDERS = 4
@@ -106,3 +110,37 @@ def test_concurrent_sends_make_one_run_and_mail_each_address_once(session, engin
     assert session.scalar(select(func.count()).select_from(Run)) == 2
     received = Counter(rcpt for envelope in smtp_server.received() for rcpt in envelope.rcpt_tos)
     assert received == Counter({f"p{i}@example.com": 2 for i in range(RECIPIENTS)})
+
+
+def test_a_start_racing_an_uncommitted_one_gets_the_same_clear_error(session, engine, pack):
+    """A scheduler firing twice: two sessions start the campaign; the second waits for the first, then is refused."""
+    add_contacts(session, [{"email": "p@example.com"}])
+    campaign = add_campaign(session)
+    sessions = make_session_factory(engine)
+    with sessions() as first, sessions() as second:
+        won = start_run(first, campaign.id)  # flushed, not committed: invisible to the second's check
+        refused: list[str] = []
+
+        def start_second():
+            try:
+                start_run(second, campaign.id)
+            except RunError as exc:
+                refused.append(str(exc))
+            second.rollback()
+
+        thread = threading.Thread(target=start_second)
+        thread.start()
+        if engine.dialect.name == "postgresql":
+            # Let the second get as far as waiting for the first (the unique index makes it wait) before the commit.
+            deadline = time.monotonic() + 30
+            with engine.connect() as watcher:
+                query = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                while not watcher.scalar(query) and time.monotonic() < deadline:
+                    watcher.rollback()
+                    time.sleep(0.01)
+        first.commit()
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+    assert refused == [f"campaign {campaign.id} already has run {won.id}, which is planning: resume or cancel it"]
+    session.rollback()
+    assert session.scalar(select(func.count()).select_from(Run)) == 1
