@@ -36,6 +36,7 @@ class Settings:
     base_url: str
     interest_half_life_days: float
     delivery_url: str = "outbox:"
+    old_secret_keys: tuple[str, ...] = ()
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_key_path: Path | None = None
@@ -52,6 +53,7 @@ def load_settings(environ: dict[str, str] | None = None, instance_path: Path | N
         base_url=_base_url(env),
         interest_half_life_days=_positive_number(env, "PATRON_INTEREST_HALF_LIFE_DAYS", 30.0),
         delivery_url=_delivery_url(env, instance),
+        old_secret_keys=_old_secret_keys(env),
         **_dkim(env),
     )
 
@@ -119,6 +121,19 @@ def _secret_key(env, instance: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(key + "\n")
     return key
+
+
+def _old_secret_keys(env) -> tuple[str, ...]:
+    """Retired keys whose tracking tokens still verify: comma-separated, spaces around each ignored."""
+    raw = env.get("PATRON_OLD_SECRET_KEYS") or ""
+    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+    for number, key in enumerate(keys, start=1):
+        if len(key) < MIN_SECRET_KEY_LENGTH:  # the key itself is never shown
+            raise SettingsError(
+                "PATRON_OLD_SECRET_KEYS",
+                f"key {number} of {len(keys)} is {len(key)} characters; each must be at least {MIN_SECRET_KEY_LENGTH}",
+            )
+    return keys
 
 
 def _base_url(env) -> str:

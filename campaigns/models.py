@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, column
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from segments.db import Base, BigId, JsonDoc, UTCDateTime, utcnow
 
 # planning -> sending <-> paused -> finished | cancelled
 RUN_STATES = ("planning", "sending", "paused", "finished", "cancelled")
+# A run in one of these states is the campaign's active run: a campaign has at most one.
+ACTIVE_STATES = ("planning", "sending", "paused")
 
 
 class Campaign(Base):
@@ -29,6 +31,17 @@ class Run(Base):
     """One send of a campaign, frozen at start: its rules and content versions never change."""
 
     __tablename__ = "runs"
+    __table_args__ = (
+        # One active run per campaign, whoever starts it (two CLIs at once, a scheduler firing twice): the
+        # database refuses the second, on SQLite and PostgreSQL alike (both have partial unique indexes).
+        Index(
+            "uq_runs_campaign_id_active",
+            "campaign_id",
+            unique=True,
+            sqlite_where=column("state").in_(ACTIVE_STATES),
+            postgresql_where=column("state").in_(ACTIVE_STATES),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"), index=True)

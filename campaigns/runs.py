@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from campaigns.definition import CampaignError
-from campaigns.models import Campaign, Run
+from campaigns.models import ACTIVE_STATES, Campaign, Run
 from content.checking import check_template, check_versions, pack_phrases
 from content.models import Block, Layout, LayoutVersion, Pack
 from content.selection import locale_key
@@ -28,8 +31,8 @@ from segments.db import utcnow
 from segments.models import Contact
 from segments.service import UnknownSegment, get_segment_by_name
 
-ACTIVE_STATES = ("planning", "sending", "paused")
 PLAN_PAGE = 5000
+OTHER_START_WAIT = 5.0  # seconds a start that lost a race on SQLite waits to see the winner's run
 LEASE = timedelta(minutes=2)  # a run's driver on another machine is presumed dead after this long without a beat
 
 
@@ -149,17 +152,15 @@ def audience_rules(session: Session, definition: dict[str, Any]) -> dict[str, An
 def start_run(session: Session, campaign_id: int, *, again: bool = False) -> Run:
     """A new run of the campaign with its audience rules and content versions frozen.
 
-    CampaignError naming each problem when the content would fail every recipient. Unless ``again``, refuses
-    (AlreadySent) when the last run finished, or was cancelled after sending: the new
-    run would mail everyone its rules select once more, those already mailed included.
+    CampaignError naming each problem when the content would fail every recipient. RunError when the
+    campaign has an active run: of two starts at once (two commands, a scheduler firing twice) one gets the
+    run and the others this error, since the database holds one active run per campaign. Unless ``again``,
+    refuses (AlreadySent) when the last run finished, or was cancelled after sending: the new run would mail
+    everyone its rules select once more, those already mailed included.
     """
     content = checked_content(session, campaign_id)  # content that would fail everyone never starts a run
     campaign = get_campaign(session, campaign_id)
-    active = session.scalar(select(Run).where(Run.campaign_id == campaign_id, Run.state.in_(ACTIVE_STATES)).limit(1))
-    if active is not None:
-        raise RunError(
-            f"campaign {campaign_id} already has run {active.id}, which is {active.state}: resume or cancel it"
-        )
+    _refuse_if_active(session, campaign_id)
     last = latest_run(session, campaign_id)
     if last is not None and not again:
         mailed = ledger.counts(session, last.id)
@@ -171,9 +172,75 @@ def start_run(session: Session, campaign_id: int, *, again: bool = False) -> Run
         rules=audience_rules(session, campaign.definition),
         content=content,
     )
-    session.add(run)
-    session.flush()
+    with _as_the_only_active_run(session, campaign_id, seen=last.id if last else 0):
+        session.add(run)
     return run
+
+
+def _refuse_if_active(session: Session | Connection, campaign_id: int) -> None:
+    active = session.execute(
+        select(Run.id, Run.state).where(Run.campaign_id == campaign_id, Run.state.in_(ACTIVE_STATES)).limit(1)
+    ).first()
+    if active is not None:
+        raise RunError(
+            f"campaign {campaign_id} already has run {active.id}, which is {active.state}: resume or cancel it"
+        )
+
+
+@contextmanager
+def _as_the_only_active_run(session: Session, campaign_id: int, seen: int) -> Iterator[None]:
+    """Flush what makes a run of the campaign active in a savepoint; RunError if another start got there first.
+
+    ``seen`` is the newest run id the caller saw. The check before this cannot see a run that another
+    transaction is starting at the same moment; the unique index on active runs can. PostgreSQL makes this
+    flush wait for that transaction and then refuses it (IntegrityError); SQLite refuses a write from a
+    transaction that read before another committed, or while another writes ("database is locked",
+    SQLITE_BUSY[_SNAPSHOT]). A new look then finds the other's run. Nothing of this activation is written,
+    and the session stays usable.
+    """
+    try:
+        with session.begin_nested():
+            yield
+    except IntegrityError:
+        _refuse_if_started(session, campaign_id, seen)  # a new statement: it sees what the other committed
+        raise
+    except OperationalError as exc:
+        if not getattr(exc.orig, "sqlite_errorname", "").startswith("SQLITE_BUSY"):
+            raise
+        _refuse_if_started_elsewhere(session.get_bind(), campaign_id, seen)
+        raise RunError(
+            f"campaign {campaign_id}: another process wrote to the database while the run was starting,"
+            " so none was started; try again"
+        ) from None
+
+
+def _refuse_if_started(db: Session | Connection, campaign_id: int, seen: int) -> None:
+    """RunError if the campaign has an active run, or one newer than run ``seen`` (started at the same moment)."""
+    _refuse_if_active(db, campaign_id)
+    newer = db.execute(
+        select(Run.id, Run.state).where(Run.campaign_id == campaign_id, Run.id > seen).order_by(Run.id).limit(1)
+    ).first()
+    if newer is not None:
+        raise RunError(
+            f"campaign {campaign_id} was started by another process at the same moment: its run {newer.id}"
+            f" is {newer.state} already"
+        )
+
+
+def _refuse_if_started_elsewhere(engine: Engine, campaign_id: int, seen: int, wait: float = OTHER_START_WAIT) -> None:
+    """``_refuse_if_started`` on a connection of its own, looking again for ``wait`` seconds while another commits.
+
+    Reads only: taking SQLite's write lock to wait would fail the other process's next transaction that
+    reads before it writes, such as its first step of sending.
+    """
+    deadline = time.monotonic() + wait
+    with engine.connect() as connection:
+        while True:
+            _refuse_if_started(connection, campaign_id, seen)
+            connection.rollback()  # the next look starts a new snapshot
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
 
 
 def plan_run(session_factory, run_id: int, *, half_life_days: float, now: datetime | None = None, progress=None) -> int:
@@ -281,16 +348,20 @@ def cancel(session: Session, campaign_id: int) -> tuple[Run, int]:
 
 
 def resend_unknown(session: Session, campaign_id: int) -> tuple[Run, int]:
-    """Send again, on purpose, the messages whose fate is unknown; (run, how many)."""
+    """Send again, on purpose, the messages whose fate is unknown; (run, how many).
+
+    A finished or cancelled run becomes active again: RunError if the campaign has another active run.
+    """
     run = latest_run(session, campaign_id)
     if run is None:
         raise RunError(f"campaign {campaign_id} has never been sent")
     if run.state in ("sending", "planning") and owner_alive(run) and run.owner != _me():
         raise RunError(f"run {run.id} is still {run.state}; pause it first")
-    count = ledger.requeue_unknown(session, run.id)
-    if count:
-        run.state, run.finished_at, run.note = "sending", None, f"resending {count} message(s) of unknown fate"
-        claim_ownership(session, run)
+    with _as_the_only_active_run(session, campaign_id, seen=run.id):
+        count = ledger.requeue_unknown(session, run.id)
+        if count:
+            run.state, run.finished_at, run.note = "sending", None, f"resending {count} message(s) of unknown fate"
+            claim_ownership(session, run)
     return run, count
 
 

@@ -1,7 +1,7 @@
 """Signed tracking and unsubscribe URLs, and the registry of links they may lead to.
 
-A token is the ledger row's id (and the link's id, for a click) with an HMAC
-of them under the secret key, so nobody can forge a click, an open or an
+A token is a key id and a MAC of the ledger row's id (and the link's id, for
+a click) under the secret key (see ``LinkSigner``), so nobody can forge a click, an open or an
 unsubscribe for somebody else's message, and a click can only redirect to a
 URL registered when the message was built.
 """
@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+import struct
 from collections.abc import Sequence
 
 from sqlalchemy import select
@@ -21,25 +23,82 @@ from sqlalchemy.orm import Session
 from delivery.models import Link
 
 _SIGNATURE_BYTES = 12
+_KEY_ID_BYTES = 3  # four base64url characters
+_TOKEN = re.compile(r"(?:([A-Za-z0-9_-]{4})\.)?([A-Za-z0-9_-]{16})")
+
+
+def _key(secret: str) -> bytes:
+    return hashlib.blake2b(secret.encode(), person=b"patron-links").digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode()
+
+
+def _fields(parts: tuple) -> bytes:
+    """The MAC input: each part as text (UTF-8), after its length as 4 bytes, so no two tuples share one."""
+    out = bytearray()
+    for part in parts:
+        if isinstance(part, bool) or not isinstance(part, (int, str)):
+            raise TypeError(f"a token part is an int or a str, not {type(part).__name__}")
+        data = str(part).encode("utf-8", "surrogatepass")
+        out += struct.pack(">I", len(data)) + data
+    return bytes(out)
 
 
 class LinkSigner:
-    """Builds and checks the signed URLs of one deployment (its base URL and secret)."""
+    """Builds and checks the signed URLs of one deployment (its base URL, secret and retired secrets).
 
-    def __init__(self, secret: str, base_url: str):
+    A token is ``KID.MAC``: KID names the key (4 base64url characters derived from it, no secret), MAC is a
+    12-byte keyed BLAKE2b over the length-prefixed parts, base64url (16 characters). Tokens signed with a key
+    in ``old_secrets`` still verify, so the secret can be rotated; once a key is removed its tokens fail.
+    Tokens from before key ids (16 characters, parts joined with ".") verify under any configured key when no
+    part contains a ".", where that old input was unambiguous: links already in inboxes keep working.
+    """
+
+    def __init__(self, secret: str, base_url: str, old_secrets: Sequence[str] = ()):
         # BLAKE2b in keyed mode is a MAC in one call, several times cheaper than
         # HMAC-SHA256, and every message carries about ten signed links.
-        self._key = hashlib.blake2b(secret.encode(), person=b"patron-links").digest()
+        self._key = _key(secret)
+        self._keys = [self._key, *(_key(old) for old in old_secrets if old != secret)]
+        self.key_id = self._key_id(self._key)
         self.base_url = base_url.rstrip("/")
 
-    def sign(self, *parts: object) -> str:
-        """The signature of ``parts``: short, URL-safe, unforgeable without the secret."""
-        mac = hashlib.blake2b(".".join(map(str, parts)).encode(), key=self._key, digest_size=_SIGNATURE_BYTES)
-        return base64.urlsafe_b64encode(mac.digest()).decode()
+    @staticmethod
+    def _key_id(key: bytes) -> str:
+        return _b64(hashlib.blake2b(key, person=b"patron-key-id", digest_size=_KEY_ID_BYTES).digest())
 
-    def verify(self, signature: str, *parts: object) -> bool:
-        """Whether ``signature`` is the signature of ``parts``."""
-        return hmac.compare_digest(signature, self.sign(*parts))
+    @staticmethod
+    def _mac(key: bytes, data: bytes, person: bytes = b"patron-token-v2") -> str:
+        return _b64(hashlib.blake2b(data, key=key, digest_size=_SIGNATURE_BYTES, person=person).digest())
+
+    def sign(self, *parts: int | str) -> str:
+        """The token of ``parts`` (ints and strs): ``KID.MAC``, URL-safe, unforgeable without the secret."""
+        return f"{self.key_id}.{self._mac(self._key, _fields(parts))}"
+
+    def verify(self, token: object, *parts: object) -> bool:
+        """Whether ``token`` is a token of ``parts`` under a configured key; False for anything malformed."""
+        if not isinstance(token, str) or not token.isascii():
+            return False
+        match = _TOKEN.fullmatch(token)
+        if match is None:
+            return False
+        key_id, mac = match.groups()
+        try:
+            data = _fields(parts)
+        except TypeError:
+            return False
+        if key_id is None:
+            return self._verify_legacy(mac, parts)
+        return any(hmac.compare_digest(mac, self._mac(key, data)) for key in self._keys if self._key_id(key) == key_id)
+
+    def _verify_legacy(self, mac: str, parts: tuple) -> bool:
+        texts = [str(part) for part in parts]
+        if any("." in text for text in texts):
+            return False  # "." joined them: such parts were ambiguous
+        data = ".".join(texts).encode("utf-8", "surrogatepass")
+        legacy = [_b64(hashlib.blake2b(data, key=key, digest_size=_SIGNATURE_BYTES).digest()) for key in self._keys]
+        return any(hmac.compare_digest(mac, expected) for expected in legacy)
 
     def click_url(self, delivery_id: int, link_id: int) -> str:
         return f"{self.base_url}/r/{delivery_id}/{link_id}/{self.sign('r', delivery_id, link_id)}"

@@ -51,3 +51,14 @@ def test_the_cli_stops_with_one_line_naming_the_variable(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert "invalid setting PATRON_BASE_URL" in result.output
     assert "Traceback" not in result.output
+
+
+def test_old_secret_keys_are_read_for_rotation_and_never_shown_when_refused(tmp_path):
+    old = "o" * 40
+    settings = load_settings({"PATRON_OLD_SECRET_KEYS": f" {old} , {'p' * 32}"}, instance_path=tmp_path)
+    assert settings.old_secret_keys == (old, "p" * 32)
+    assert load_settings({}, instance_path=tmp_path).old_secret_keys == ()
+    with pytest.raises(SettingsError) as refused:
+        load_settings({"PATRON_OLD_SECRET_KEYS": f"{old},short-key"}, instance_path=tmp_path)
+    assert "PATRON_OLD_SECRET_KEYS: key 2 of 2 is 9 characters" in str(refused.value)
+    assert "short-key" not in str(refused.value)

@@ -1,6 +1,8 @@
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.exc import IntegrityError
 
 from segments.db import Base
 from web.db import upgrade
@@ -28,3 +30,60 @@ def test_cli_upgrade_is_idempotent(runner):
     assert first.exit_code == 0, first.output
     assert second.exit_code == 0, second.output
     assert "database is at head" in second.output
+
+
+def test_upgrade_0004_keeps_the_oldest_of_duplicate_active_runs_and_cancels_the_rest(engine):
+    """A database that already holds two active runs of one campaign (the race of issue #8) takes the index."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import text
+
+    now = datetime(2026, 11, 30, tzinfo=timezone.utc).replace(tzinfo=None)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DROP INDEX IF EXISTS uq_runs_campaign_id_active"))
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM alembic_version"))
+            conn.execute(text("INSERT INTO alembic_version (version_num) VALUES ('0003_emails')"))
+            conn.execute(
+                text("INSERT INTO campaigns (id, name, definition, created_at) VALUES (1, 'w', '{}', :now)"),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO contacts (id, email, status, attributes, created_at, updated_at) VALUES"
+                    " (1, 'a@example.com', 'active', '{}', :now, :now),"
+                    " (2, 'b@example.com', 'active', '{}', :now, :now)"
+                ),
+                {"now": now},
+            )
+            for run_id, state in ((1, "sending"), (2, "planning"), (3, "finished")):
+                conn.execute(
+                    text(
+                        "INSERT INTO runs (id, campaign_id, state, rules, content, created_at)"
+                        " VALUES (:id, 1, :state, '{}', '{}', :now)"
+                    ),
+                    {"id": run_id, "state": state, "now": now},
+                )
+            for row_id, (run_id, contact_id, status) in enumerate(
+                [(1, 1, "sent"), (2, 1, "sending"), (2, 2, "pending")], start=1
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO deliveries (id, run_id, contact_id, status, attempts)"
+                        " VALUES (:id, :run, :contact, :status, 0)"
+                    ),
+                    {"id": row_id, "run": run_id, "contact": contact_id, "status": status},
+                )
+        upgrade(engine)
+        with engine.connect() as conn:
+            states = dict(conn.execute(text("SELECT id, state FROM runs ORDER BY id")).all())
+            rows = conn.execute(text("SELECT run_id, contact_id, status FROM deliveries ORDER BY id")).all()
+            note = conn.execute(text("SELECT note FROM runs WHERE id = 2")).scalar()
+        assert states == {1: "sending", 2: "cancelled", 3: "finished"}
+        assert [tuple(r) for r in rows] == [(1, 1, "sent"), (2, 1, "unknown"), (2, 2, "skipped")]
+        assert "beside run 1" in note
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text("UPDATE runs SET state = 'paused' WHERE id = 2"))
+    finally:
+        upgrade(engine)

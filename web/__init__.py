@@ -23,6 +23,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(settings.instance_path), instance_relative_config=True)
     app.config.from_mapping(
         SECRET_KEY=settings.secret_key,
+        SECRET_KEY_FALLBACKS=list(settings.old_secret_keys),  # rotation: tokens and sessions of retired keys
         PATRON_SETTINGS=settings,
         PATRON_DATABASE_URL=settings.database_url,
         PATRON_BASE_URL=settings.base_url,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from delivery.tracking import LinkSigner, register_links
 
 SECRET = "k" * 40
@@ -29,3 +32,72 @@ def test_a_url_is_registered_once_per_block_version(session):
     assert again == first[::-1]
     assert elsewhere[0] not in first
     assert register_links(session, [], 3) == []
+
+
+# Hostile tokens: whatever arrives in a URL, verify answers False and never raises.
+@given(token=st.text(), parts=st.lists(st.one_of(st.text(), st.integers()), max_size=4))
+def test_verify_returns_false_for_any_text(token, parts):
+    signer = LinkSigner(SECRET, "https://patron.example.com")
+    assert signer.verify(token, *parts) is False or signer.sign(*parts) == token
+
+
+def test_verify_returns_false_for_malformed_tokens():
+    signer = LinkSigner(SECRET, "https://patron.example.com")
+    good = signer.sign("u", 41)
+    for bad in [
+        "é" * 16,
+        good + "é",
+        "",
+        None,
+        41,
+        b"x" * 21,
+        good[:-1],
+        good + "=",
+        "\x00" * 21,
+        good.replace(".", ""),
+    ]:
+        assert signer.verify(bad, "u", 41) is False
+    assert signer.verify(good, "u", object()) is False
+    assert signer.verify(good, "u", "\ud800") is False
+
+
+# The MAC input is unambiguous: tuples that joined with "." to the same text no longer share a token.
+def test_tuples_that_collided_under_dot_joining_get_different_tokens():
+    signer = LinkSigner(SECRET, "https://patron.example.com")
+    collided = [("r", "41.7"), ("r", 41, 7), ("r.41", 7), ("r.41.7",)]
+    tokens = [signer.sign(*parts) for parts in collided]
+    assert len(set(tokens)) == len(collided)
+    for token, parts in zip(tokens, collided):
+        for other in collided:
+            assert signer.verify(token, *other) == (other == parts)
+
+
+@given(st.lists(st.text(), max_size=4), st.lists(st.text(), max_size=4))
+def test_different_field_tuples_never_share_a_token(a, b):
+    signer = LinkSigner(SECRET, "https://patron.example.com")
+    assert (signer.sign(*a) == signer.sign(*b)) == (a == b)
+
+
+# Rotation: the key id in each token picks the key; retired keys verify until removed.
+def test_a_rotated_secret_keeps_old_tokens_until_the_old_key_is_removed():
+    old = LinkSigner("o" * 40, "https://patron.example.com")
+    token = old.sign("u", 41)
+    rotated = LinkSigner("n" * 40, "https://patron.example.com", old_secrets=["o" * 40])
+    assert rotated.sign("u", 41) != token and rotated.sign("u", 41).split(".")[0] != token.split(".")[0]
+    assert rotated.verify(token, "u", 41)
+    assert not rotated.verify(token, "u", 42)
+    assert not LinkSigner("n" * 40, "https://patron.example.com").verify(token, "u", 41)
+
+
+def test_links_already_sent_in_the_old_format_still_verify():
+    import base64
+    import hashlib
+
+    key = hashlib.blake2b(SECRET.encode(), person=b"patron-links").digest()
+    mac = hashlib.blake2b(b"r.41.7", key=key, digest_size=12).digest()
+    legacy = base64.urlsafe_b64encode(mac).decode()
+    signer = LinkSigner(SECRET, "https://patron.example.com")
+    assert signer.verify(legacy, "r", 41, 7)
+    assert signer.verify(legacy, "r", "41", "7")
+    assert not signer.verify(legacy, "r", "41.7")  # the ambiguous reading is refused
+    assert not signer.verify(legacy, "r", 41, 8)
