@@ -231,8 +231,9 @@ class _BoundedLoader(yaml.SafeLoader):
         except (ValueError, OverflowError, TypeError) as exc:
             value = str(node.value)
             shown = value if len(value) <= 40 else value[:37] + "..."
+            reason = str(exc).split(";")[0]  # not Python's advice to the programmer (set_int_max_str_digits)
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read the value {shown!r} ({exc})", node.start_mark
+                None, None, f"cannot read the value {shown!r} ({reason})", node.start_mark
             ) from None
 
 

@@ -371,7 +371,11 @@ def _read_block(files: PackFiles, source: str, has_text: bool, known_slots: set[
     body_start = content.find("\n", end + 1)
     body = content[body_start + 1 :] if body_start >= 0 else ""
     body_offset = front.count("\n") + 2
-    data = _yaml(str(path), front, line_offset=1)
+    try:
+        data = _yaml(str(path), front)  # the front matter's line 0 is the rest of the file's first line
+    except PackError as exc:
+        exc.problem.field = _field_at(front, exc.problem.line)
+        raise
     if not isinstance(data, dict):
         raise PackError(Problem(str(path), "the front matter must be a mapping of keys such as key, locale", 2))
     try:
@@ -425,12 +429,12 @@ def _file_problem(files: PackFiles, exc: PackFileError) -> Problem:
     return Problem(str(files.root / exc.path), exc.message, exc.line)
 
 
-def _yaml(path: str, source: str, line_offset: int = 0):
+def _yaml(path: str, source: str):
     try:
         return load_yaml(source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 + line_offset if mark else None
+        line = mark.line + 1 if mark else None
         raise PackError(Problem(path, f"is not valid YAML: {getattr(exc, 'problem', exc)}", line)) from None
 
 
@@ -447,6 +451,15 @@ def _first_problem(path: str, messages) -> Problem:
     """The first marshmallow error as a Problem with a dotted field path."""
     field_path, message = error_paths(messages)[0]
     return Problem(path, message.rstrip("."), None, field_path or None)
+
+
+def _field_at(front: str, line: int | None) -> str | None:
+    """The top-level front matter key whose value holds the file's ``line`` (the reverse of ``_line_of``)."""
+    lines = front.split("\n")[: line or 0]
+    for text in reversed(lines):
+        if match := re.match(r"([A-Za-z_][\w-]*)\s*:", text):
+            return match.group(1)
+    return None
 
 
 def _line_of(front: str, dotted: str | None) -> int | None:
