@@ -180,7 +180,11 @@ def import_pack(session: Session, root: Path | str) -> ImportReport:
     root = Path(root)
     if not root.is_dir():
         raise PackError(Problem(str(root), "is not a directory (a pack is a directory holding pack.yaml)"))
-    with PackFiles(root) as files:
+    try:
+        files = PackFiles(root)
+    except OSError as exc:
+        raise PackError(Problem(str(root), f"cannot be read: {exc.strerror}")) from None
+    with files:
         manifest = _load_manifest(files)
         phrases = {name for strings in manifest["strings"].values() for name in strings}
         layouts = [_read_layout(files, spec, phrases) for spec in manifest["layouts"]]
