@@ -220,8 +220,20 @@ def decode(name: str, data: bytes) -> str:
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, with a value it cannot build (a date that doesn't exist, a 5,000-digit
-    integer) reported as a YAML error at its line rather than raised as whatever Python raised."""
+    """PyYAML's safe loader, refusing lists and mappings nested deeper than :data:`MAX_YAML_DEPTH` before its
+    recursive composer descends into them, and reporting a value it cannot build (a date that doesn't exist, a
+    5,000-digit integer) as a YAML error at its line rather than raising whatever Python raised."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_YAML_DEPTH and self.check_event(yaml.CollectionStartEvent):
+            raise _too_much(f"nests lists and mappings more than {MAX_YAML_DEPTH} deep", self.peek_event())
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_object(self, node, deep=False):
         try:
@@ -244,30 +256,38 @@ def load_yaml(source: str) -> Any:
     :data:`MAX_YAML_DEPTH` and for more than :data:`MAX_YAML_VALUES` values counting alias expansions, so
     neither PyYAML's recursive composer nor anything that walks the result can run out of stack or memory.
     """
-    depth, sizes, counts = 0, {}, [[0, None]]
-    for event in yaml.parse(source, Loader=yaml.SafeLoader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                raise _too_much(f"nests lists and mappings more than {MAX_YAML_DEPTH} deep", event)
-            counts.append([1, event.anchor])
-            continue
-        if isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
-            size, anchor = counts.pop()
-        elif isinstance(event, yaml.ScalarEvent):
-            size, anchor = 1, event.anchor
-        elif isinstance(event, yaml.AliasEvent):
-            size, anchor = sizes.get(event.anchor, 1), None
+    loader = _BoundedLoader(source)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        sizes: dict[int, int] = {}
+        total = 0
+        # Counted per top-level entry, so the error points at the entry that goes past the limit.
+        for node in (n for pair in root.value for n in pair) if isinstance(root, yaml.MappingNode) else [root]:
+            total += _values(node, sizes)
+            if total > MAX_YAML_VALUES:
+                raise _too_much(f"holds more than {MAX_YAML_VALUES} values (counting what each alias repeats)", node)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _values(node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (each shared node counted once, then
+    reused: the count of a "billion laughs" document is a big number, never a big structure)."""
+    if id(node) not in sizes:
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
         else:
-            continue
-        if anchor is not None:
-            sizes[anchor] = size
-        counts[-1][0] += size
-        if counts[-1][0] > MAX_YAML_VALUES:
-            raise _too_much(f"holds more than {MAX_YAML_VALUES} values (counting what each alias repeats)", event)
-    return yaml.load(source, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader)
+            sizes[id(node)] = 0  # in progress: an alias back to it (&a [*a]) would be endless
+            children = (n for pair in node.value for n in pair) if isinstance(node, yaml.MappingNode) else node.value
+            sizes[id(node)] = 1 + sum(_values(child, sizes) for child in children)
+    elif sizes[id(node)] == 0:
+        raise _too_much("refers to itself through an alias, which makes it endless", node)
+    return sizes[id(node)]
 
 
-def _too_much(problem: str, event) -> yaml.YAMLError:
-    return yaml.MarkedYAMLError(problem=problem, problem_mark=event.start_mark)
+def _too_much(problem: str, where) -> yaml.YAMLError:
+    """A YAML error at the start of ``where`` (an event or a node)."""
+    return yaml.MarkedYAMLError(problem=problem, problem_mark=where.start_mark)

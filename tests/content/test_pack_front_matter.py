@@ -36,6 +36,7 @@ CASES = {
     "a date that does not exist": ("valid_from: 2026-02-30", "valid_from", "day is out of range for month"),
     "tags 5,000 deep": ("tags: " + "[" * 5000 + "]" * 5000, "tags", "more than 20 deep"),
     "a YAML bomb": (BOMB, "e", f"more than {MAX_YAML_VALUES} values"),
+    "a list that holds itself": ("tags: &loop [*loop]", "tags", "refers to itself"),
     "priority of 400 digits": ("priority: " + "9" * 400, "priority", "too large"),
     "priority of 5,000 digits": ("priority: " + "9" * 5000, "priority", "cannot read the value '99999"),
     "priority infinite": ("priority: .inf", "priority", "Special numeric values"),
