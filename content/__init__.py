@@ -3,6 +3,8 @@ the CSS-inlining cache; block selection for a recipient.
 
 - ``models``: packs, layouts, blocks and their immutable versions;
 - ``packs``: reading a pack directory (docs/content-packs.md) into versions;
+- ``packfiles``: the one way a pack's files are read: inside the pack, no links,
+  plain files of bounded size, YAML of bounded depth and size;
 - ``rendering``: the sandbox, compiling a version once (CSS inlined, links
   rewritten, text derived) and rendering it per recipient within limits;
 - ``checking``: static checks of templates (syntax, filters, merge fields,

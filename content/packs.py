@@ -27,15 +27,23 @@ from sqlalchemy.orm import Session
 
 from content.checking import check_template
 from content.models import Block, BlockVersion, Layout, LayoutVersion, Pack
+from content.packfiles import MISSING, PackFileError, PackFiles, load_yaml, pack_path
 from content.selection import normalize_locale
 from segments.db import utcnow
+from segments.models import LOCALE_LENGTH
 from segments.rules import error_paths
 
 MANIFEST = "pack.yaml"
 _KEY = validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,63}$", error="must be lowercase letters, digits and '-' (at most 64)")
 # Interest tags as contact imports and segments write them (lower-cased there): letters, digits, '_', '.', '-'.
 _TAG = validate.Regexp(r"^[a-z0-9_][a-z0-9_.-]{0,63}$", error="must be lowercase letters, digits, '_', '.' and '-'")
-_LOCALE = validate.Regexp(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", error="must be a locale such as en or es-MX")
+_LOCALE = validate.And(
+    validate.Regexp(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$", error="must be a locale such as en or es-MX"),
+    validate.Length(max=LOCALE_LENGTH, error=f"must be a locale of at most {LOCALE_LENGTH} characters"),
+)
+MAX_WEIGHT = 1000.0  # an interest weight; 1.0 is "squarely about the tag"
+MAX_PRIORITY = 1_000_000.0  # either way; contact scores are single digits
+SOURCE_LENGTH = BlockVersion.__table__.c.source.type.length
 
 
 @dataclass
@@ -84,7 +92,7 @@ class ImportReport:
 
 
 class _When(fields.Field):
-    """A date (midnight UTC) or an ISO date-time (UTC unless it says otherwise)."""
+    """A date (midnight UTC) or an ISO date-time (UTC unless it says otherwise) that exists in UTC."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
@@ -93,10 +101,33 @@ class _When(fields.Field):
             except ValueError:
                 raise ValidationError("must be a date (2026-11-01) or an ISO date-time") from None
         if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
-        if isinstance(value, date):
-            return datetime.combine(value, time(), UTC)
-        raise ValidationError("must be a date (2026-11-01) or an ISO date-time")
+            value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        elif isinstance(value, date):
+            value = datetime.combine(value, time(), UTC)
+        else:
+            raise ValidationError("must be a date (2026-11-01) or an ISO date-time")
+        try:
+            value.astimezone(UTC)  # stored in UTC: 9999-12-31T23:59:59-23:59 is past the year 9999 there
+        except (OverflowError, ValueError):
+            raise ValidationError("is out of range: it must fall between the years 1 and 9999 in UTC") from None
+        return value
+
+
+class _Number(fields.Float):
+    """A finite number between ``low`` and ``high`` (``low`` itself allowed unless ``above``)."""
+
+    def __init__(self, low: float, high: float, *, above: bool = False, **kwargs):
+        kind = "more than" if above else "at least"
+        message = f"must be a number {kind} {low:g} and at most {high:g}"
+        super().__init__(validate=validate.Range(low, high, min_inclusive=not above, error=message), **kwargs)
+
+    def _validated(self, value):
+        if isinstance(value, bool):  # YAML's yes/no/true/false are not numbers
+            raise self.make_error("invalid")
+        try:
+            return super()._validated(value)
+        except OverflowError:  # an integer too large for a float (10**400)
+            raise ValidationError(f"is too large: {self.validators[0].error}") from None
 
 
 class _LayoutSchema(Schema):
@@ -126,12 +157,12 @@ class _BlockSchema(Schema):
     title = fields.String(required=True, validate=validate.Length(min=1, max=200))
     interests = fields.Dict(
         keys=fields.String(validate=_TAG),
-        values=fields.Float(validate=validate.Range(min=0, min_inclusive=False)),
+        values=_Number(0, MAX_WEIGHT, above=True),
         required=True,
         validate=validate.Length(min=1),
     )
     slots = fields.List(fields.String(validate=_KEY), required=True, validate=validate.Length(min=1))
-    priority = fields.Float(load_default=0.0)
+    priority = _Number(-MAX_PRIORITY, MAX_PRIORITY, load_default=0.0)
     valid_from = _When(load_default=None)
     valid_until = _When(load_default=None)
     tags = fields.List(fields.String(validate=_TAG), load_default=list)
@@ -140,14 +171,26 @@ class _BlockSchema(Schema):
 
 
 def import_pack(session: Session, root: Path | str) -> ImportReport:
-    """Read the pack at ``root`` into the database; the caller commits."""
+    """Read the pack at ``root`` into the database; the caller commits.
+
+    Every file is read through ``content.packfiles`` (inside the pack, no links, plain files of at most 1 MiB).
+    Raises PackError when the manifest or a layout is unusable; a bad block is skipped and listed in the
+    report's ``problems``, whatever is wrong with it.
+    """
     root = Path(root)
-    manifest = _load_manifest(root)
-    phrases = {name for strings in manifest["strings"].values() for name in strings}
-    layouts = [_read_layout(root, spec, phrases) for spec in manifest["layouts"]]
-    known_slots = {slot for layout in layouts for slot in layout["slots"]}
-    report = ImportReport(pack=manifest["key"])
-    blocks = _read_blocks(root, root / manifest["blocks"], known_slots, phrases, report)
+    if not root.is_dir():
+        raise PackError(Problem(str(root), "is not a directory (a pack is a directory holding pack.yaml)"))
+    try:
+        files = PackFiles(root)
+    except OSError as exc:
+        raise PackError(Problem(str(root), f"cannot be read: {exc.strerror}")) from None
+    with files:
+        manifest = _load_manifest(files)
+        phrases = {name for strings in manifest["strings"].values() for name in strings}
+        layouts = [_read_layout(files, spec, phrases) for spec in manifest["layouts"]]
+        known_slots = {slot for layout in layouts for slot in layout["slots"]}
+        report = ImportReport(pack=manifest["key"])
+        blocks, broken = _read_blocks(files, manifest["blocks"], known_slots, phrases, report)
 
     pack = session.scalar(select(Pack).where(Pack.key == manifest["key"]))
     if pack is None:
@@ -175,10 +218,9 @@ def import_pack(session: Session, root: Path | str) -> ImportReport:
         if block.retired_at is not None:
             block.retired_at, outcome = None, "changed"
         report.blocks[outcome] += 1
-    broken = {p.path for p in report.problems}
     for block in existing.values():
         current = session.get(BlockVersion, block.current_version_id)
-        if current is not None and str(root / current.source) in broken:
+        if current is not None and any(current.source == b or current.source.startswith(b + "/") for b in broken):
             continue  # its file is there but broken this time: keep the version that worked
         if block.retired_at is None:
             block.retired_at = utcnow()
@@ -215,24 +257,25 @@ def _digest(spec: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _load_manifest(root: Path) -> dict:
-    path = root / MANIFEST
-    if not root.is_dir():
-        raise PackError(Problem(str(root), "is not a directory (a pack is a directory holding pack.yaml)"))
-    if not path.is_file():
-        raise PackError(Problem(str(path), "not found: every pack has a pack.yaml manifest"))
-    data = _yaml(path, _read(path))
+def _load_manifest(files: PackFiles) -> dict:
+    path = str(files.root / MANIFEST)
+    try:
+        source = files.read_text(MANIFEST)
+    except PackFileError as exc:
+        if exc.message == MISSING:
+            raise PackError(Problem(path, "not found: every pack has a pack.yaml manifest")) from None
+        raise PackError(_file_problem(files, exc)) from None
+    data = _yaml(path, source)
     if not isinstance(data, dict):
-        raise PackError(Problem(str(path), "must be a mapping of keys such as key, name, layouts"))
+        raise PackError(Problem(path, "must be a mapping of keys such as key, name, layouts"))
     try:
         return _ManifestSchema().load(data)
     except ValidationError as exc:
-        raise PackError(_first_problem(str(path), exc.messages)) from None
+        raise PackError(_first_problem(path, exc.messages)) from None
 
 
-def _read_layout(root: Path, spec: dict, phrases: set[str]) -> dict:
-    html_path = _inside(root, spec["html"], f"layouts[{spec['key']}].html")
-    html = _read(html_path)
+def _read_layout(files: PackFiles, spec: dict, phrases: set[str]) -> dict:
+    html_path, html = _named_file(files, spec["html"], f"layouts[{spec['key']}].html")
     names = {"kind": "layout", "phrases": phrases, "slots": spec["slots"]}
     _check(html_path, html, text=False, offset=0, **names)
     missing = [s for s in spec["slots"] if not re.search(rf"slots\.{re.escape(s)}\b|slots\[['\"]{s}['\"]\]", html)]
@@ -240,49 +283,103 @@ def _read_layout(root: Path, spec: dict, phrases: set[str]) -> dict:
         raise PackError(Problem(str(html_path), f"declares slots never used in the layout: {', '.join(missing)}"))
     text = None
     if spec["text"]:
-        text_path = _inside(root, spec["text"], f"layouts[{spec['key']}].text")
-        text = _read(text_path)
+        text_path, text = _named_file(files, spec["text"], f"layouts[{spec['key']}].text")
         _check(text_path, text, text=True, offset=0, **names)
-    css = "\n".join(_read(_inside(root, name, f"layouts[{spec['key']}].css")) for name in spec["css"])
+    field_name = f"layouts[{spec['key']}].css"
+    css = "\n".join(_named_file(files, name, field_name)[1] for name in spec["css"])
     return {"key": spec["key"], "html": html, "text": text, "css": css, "slots": spec["slots"]}
 
 
+def _named_file(files: PackFiles, name: str, field_name: str) -> tuple[Path, str]:
+    """The path and text of a file the manifest names; PackError on the manifest's field or on the file."""
+    manifest = str(files.root / MANIFEST)
+    try:
+        relative = pack_path(name)
+    except PackFileError as exc:
+        raise PackError(Problem(manifest, f"{name!r} {exc.message}", None, field_name)) from None
+    try:
+        return files.root / relative, files.read_text(relative)
+    except PackFileError as exc:
+        if exc.message == MISSING:
+            raise PackError(Problem(manifest, f"{name!r} {MISSING}", None, field_name)) from None
+        raise PackError(_file_problem(files, exc)) from None
+
+
 def _read_blocks(
-    root: Path, folder: Path, known_slots: set[str], phrases: set[str], report: ImportReport
-) -> list[dict]:
-    if not folder.is_dir():
-        raise PackError(Problem(str(folder), "the blocks folder named in pack.yaml does not exist"))
+    files: PackFiles, folder: str, known_slots: set[str], phrases: set[str], report: ImportReport
+) -> tuple[list[dict], set[str]]:
+    """The good blocks under ``folder``, and the paths (files or folders) of those skipped.
+
+    Anything wrong with one block — a link, an unreadable file, front matter of any shape — skips that block
+    alone, with a problem naming its file; only an unusable blocks folder stops the import.
+    """
+    try:
+        folder = pack_path(folder)
+    except PackFileError as exc:
+        raise PackError(Problem(str(files.root / MANIFEST), exc.message, None, "blocks")) from None
+    try:
+        found = files.is_folder(folder)
+    except PackFileError as exc:
+        raise PackError(_file_problem(files, exc)) from None
+    if not found:
+        raise PackError(Problem(str(files.root / folder), "the blocks folder named in pack.yaml does not exist"))
+    entries, refused = set(), {}
+    for entry in files.walk(folder):
+        if isinstance(entry, PackFileError):
+            refused[entry.path] = entry
+        else:
+            entries.add(entry)
     blocks: dict[tuple[str, str], dict] = {}
-    for path in sorted(folder.rglob("*.html")):
+    broken: set[str] = set()
+    for source in sorted((e for e in entries | set(refused) if e.endswith(".html")), key=lambda e: e.split("/")):
+        path = str(files.root / source)
+        text_source = source[: -len(".html")] + ".txt"
         try:
-            block = _read_block(root, path, known_slots, phrases)
+            for name in (source, text_source):
+                if name in refused:  # a link where the block's file or its text part should be
+                    raise PackError(_file_problem(files, refused.pop(name)))
+            if len(source) > SOURCE_LENGTH:
+                raise PackError(Problem(path, f"its path in the pack is longer than {SOURCE_LENGTH} characters"))
+            block = _read_block(files, source, text_source in entries, known_slots, phrases)
         except PackError as exc:
             report.problems.extend(exc.problems)
+            broken.add(source)
+            continue
+        except Exception as exc:  # noqa: BLE001  (nothing in one block's file may stop the others)
+            report.problems.append(Problem(path, f"cannot be read ({type(exc).__name__}: {str(exc)[:200]})"))
+            broken.add(source)
             continue
         where = (block["key"], block["locale"])
         if where in blocks:
             report.problems.append(
-                Problem(
-                    str(path), f"repeats key {where[0]!r} in locale {where[1]!r} of {blocks[where]['source']}", 2, "key"
-                )
+                Problem(path, f"repeats key {where[0]!r} in locale {where[1]!r} of {blocks[where]['source']}", 2, "key")
             )
+            broken.add(source)
             continue
         blocks[where] = block
-    return list(blocks.values())
+    for link in refused.values():  # links that are no block's file: a folder, a stray file
+        report.problems.append(_file_problem(files, link))
+        broken.add(link.path)
+    return list(blocks.values()), broken
 
 
-def _read_block(root: Path, path: Path, known_slots: set[str], phrases: set[str]) -> dict:
-    source = _read(path)
-    if not source.startswith("---"):
+def _read_block(files: PackFiles, source: str, has_text: bool, known_slots: set[str], phrases: set[str]) -> dict:
+    path = files.root / source
+    content = _pack_text(files, source)
+    if not content.startswith("---"):
         raise PackError(Problem(str(path), "must start with YAML front matter between '---' lines", 1))
-    end = source.find("\n---", 3)
+    end = content.find("\n---", 3)
     if end < 0:
         raise PackError(Problem(str(path), "the front matter has no closing '---' line", 1))
-    front = source[3:end]
-    body_start = source.find("\n", end + 1)
-    body = source[body_start + 1 :] if body_start >= 0 else ""
+    front = content[3:end]
+    body_start = content.find("\n", end + 1)
+    body = content[body_start + 1 :] if body_start >= 0 else ""
     body_offset = front.count("\n") + 2
-    data = _yaml(path, front, line_offset=1)
+    try:
+        data = _yaml(str(path), front)  # the front matter's line 0 is the rest of the file's first line
+    except PackError as exc:
+        exc.problem.field = _field_at(front, exc.problem.line)
+        raise
     if not isinstance(data, dict):
         raise PackError(Problem(str(path), "the front matter must be a mapping of keys such as key, locale", 2))
     try:
@@ -303,10 +400,10 @@ def _read_block(root: Path, path: Path, known_slots: set[str], phrases: set[str]
         raise PackError(Problem(str(path), "has no HTML after the front matter", body_offset))
     _check(path, body, text=False, offset=body_offset, kind="block", phrases=phrases)
     text = None
-    text_path = path.with_suffix(".txt")
-    if text_path.is_file():
-        text = _read(text_path)
-        _check(text_path, text, text=True, offset=0, kind="block", phrases=phrases)
+    if has_text:
+        text_source = source[: -len(".html")] + ".txt"
+        text = _pack_text(files, text_source)
+        _check(files.root / text_source, text, text=True, offset=0, kind="block", phrases=phrases)
     return {
         "key": meta["key"],
         "locale": normalize_locale(meta["locale"]),
@@ -321,26 +418,28 @@ def _read_block(root: Path, path: Path, known_slots: set[str], phrases: set[str]
         "valid_until": meta["valid_until"],
         "sensitive": meta["sensitive"],
         "is_default": meta["default"],
-        "source": str(path.relative_to(root)),
+        "source": source,
     }
 
 
-def _read(path: Path) -> str:
+def _pack_text(files: PackFiles, source: str) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise PackError(Problem(str(path), f"is not UTF-8 text (byte {exc.start})")) from None
-    except OSError as exc:
-        raise PackError(Problem(str(path), f"cannot be read: {exc.strerror}")) from None
+        return files.read_text(source)
+    except PackFileError as exc:
+        raise PackError(_file_problem(files, exc)) from None
 
 
-def _yaml(path: Path, source: str, line_offset: int = 0):
+def _file_problem(files: PackFiles, exc: PackFileError) -> Problem:
+    return Problem(str(files.root / exc.path), exc.message, exc.line)
+
+
+def _yaml(path: str, source: str):
     try:
-        return yaml.safe_load(source)
+        return load_yaml(source)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 + line_offset if mark else None
-        raise PackError(Problem(str(path), f"is not valid YAML: {getattr(exc, 'problem', exc)}", line)) from None
+        line = mark.line + 1 if mark else None
+        raise PackError(Problem(path, f"is not valid YAML: {getattr(exc, 'problem', exc)}", line)) from None
 
 
 def _check(path: Path, source: str, *, text: bool, offset: int, **names) -> None:
@@ -352,19 +451,19 @@ def _check(path: Path, source: str, *, text: bool, offset: int, **names) -> None
         )
 
 
-def _inside(root: Path, name: str, field_name: str) -> Path:
-    path = (root / name).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise PackError(Problem(str(root / MANIFEST), f"{name!r} points outside the pack", None, field_name))
-    if not path.is_file():
-        raise PackError(Problem(str(root / MANIFEST), f"{name!r} does not exist in the pack", None, field_name))
-    return root / name
-
-
 def _first_problem(path: str, messages) -> Problem:
     """The first marshmallow error as a Problem with a dotted field path."""
     field_path, message = error_paths(messages)[0]
     return Problem(path, message.rstrip("."), None, field_path or None)
+
+
+def _field_at(front: str, line: int | None) -> str | None:
+    """The top-level front matter key whose value holds the file's ``line`` (the reverse of ``_line_of``)."""
+    lines = front.split("\n")[: line or 0]
+    for text in reversed(lines):
+        if match := re.match(r"([A-Za-z_][\w-]*)\s*:", text):
+            return match.group(1)
+    return None
 
 
 def _line_of(front: str, dotted: str | None) -> int | None:
