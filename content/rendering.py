@@ -13,7 +13,9 @@ function of the render context so each recipient gets their own signed
 tracking URL, derives a text version when the pack has none, adds the markup
 Patron puts in every email of a layout (``Additions``) as elements, and
 compiles it all to one template. ``render`` then runs a compiled template for
-one recipient within an output-size cap and a time budget.
+one recipient within a ``Budget`` (``content.bounds``: output size, time, loop
+steps and the size of every value, checked before it is made). A template's
+``link(id)`` reaches only the links of the part being rendered (``Links``).
 """
 
 from __future__ import annotations

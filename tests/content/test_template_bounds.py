@@ -199,3 +199,10 @@ def test_a_render_stalled_by_the_machine_is_retryable():
     os.kill(stopped.pid, signal.SIGCONT)
     out, _ = stopped.communicate(timeout=60)
     assert out.startswith("True rendering took longer than 0.5 s (the machine was busy"), out
+
+
+def test_a_template_using_lipsum_is_refused_when_it_is_checked():
+    from content.checking import check_template
+
+    (problem,) = check_template("<p>{{ lipsum(10**6) }}</p>", "block")
+    assert problem.message.startswith("lipsum: no such name")
