@@ -102,3 +102,62 @@ def test_link_cannot_reach_a_link_of_another_pack(session, engine, tmp_path, smt
     ).one()
     assert status == "failed" and f"link({link_id}) is not a link of this template" in reason
     assert "b@example.com" not in by_recipient(smtp_server)
+
+
+_STALLED_RENDER = """
+import sys
+from campaigns.models import Run
+from campaigns.pipeline import Assembly, load_profiles
+from content.rendering import Inliner, RenderError
+from delivery.tracking import LinkSigner
+from segments.db import make_engine, make_session_factory, utcnow
+
+url, run_id, contact_id = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with make_session_factory(make_engine(url))() as session:
+    run = session.get(Run, run_id)
+    signer = LinkSigner(sys.argv[4], sys.argv[5])
+    assembly = Assembly(session, run, signer=signer, inliner=Inliner(), half_life_days=30.0)
+    profile = load_profiles(session, [contact_id], assembly, utcnow())[contact_id]
+    choices = assembly.choose(profile)
+    for choice in choices.values():  # compiled now, so that the stop lands in the render itself
+        assembly.block(choice.candidate.version_id)
+    assembly.layout()
+    print("ready", flush=True)
+    try:
+        rendered = assembly.render(1, profile, choices)
+        print("rendered", "steps done" in rendered.html)
+    except RenderError as exc:
+        print("failed", exc)
+"""
+
+
+def test_a_render_the_machine_stalled_is_retried_once_and_succeeds(session, engine, tmp_path):
+    """The worker is stopped (SIGSTOP) for longer than the budget while it renders: the render is tried again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from campaigns.runs import start_run
+    from tests.campaigns.conftest import BASE_URL, SECRET
+
+    work = "{% for a in range(300) %}{% for b in range(1000) %}{% set c = b * 2 %}{% endfor %}{% endfor %}steps done"
+    _import(session, tmp_path, [block("slow", interests={"slow": 1.0}, body=f"<p>{work}</p>")])
+    (contact,) = add_contacts(session, [{"email": "slow@example.com", "interests": {"slow": 9}}])
+    run = start_run(session, add_campaign(session).id)
+    session.commit()
+    url = engine.url.render_as_string(hide_password=False)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _STALLED_RENDER, url, str(run.id), str(contact.id), SECRET, BASE_URL],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout.readline().strip() == "ready"
+    os.kill(child.pid, signal.SIGSTOP)
+    time.sleep(2.5)  # longer than the whole budget
+    os.kill(child.pid, signal.SIGCONT)
+    out, _ = child.communicate(timeout=120)
+    assert out.strip() == "rendered True", out
