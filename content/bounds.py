@@ -5,7 +5,8 @@ calls, the characters (or items) its values may hold, and the output it may
 produce. ``content.rendering`` makes the budget of the render in progress the
 *active* one; the sandbox's hooks below then
 
-- count every loop iteration and call as a step, and look at the clock every
+- count every loop iteration and call as a step (a filter or string method
+  one more per KB of its string), and look at the clock every
   ``CLOCK_EVERY`` steps, so an empty nested loop ends on time;
 - refuse, *before* computing it, any value larger than ``MAX_VALUE``
   (characters of a string, items of a sequence, bits of an integer): string
@@ -30,6 +31,7 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from string import Formatter
 
+from jinja2 import Undefined
 from jinja2.utils import Namespace
 
 MAX_OUTPUT_BYTES = 512 * 1024  # characters of one rendered email
@@ -38,14 +40,22 @@ MAX_VALUE = MAX_OUTPUT_BYTES  # the longest string, sequence (items) a template 
 MAX_INT_BITS = 1 << 16  # about 20,000 decimal digits
 MAX_WORK = 64 * MAX_OUTPUT_BYTES  # characters and items all the values of one render may hold together
 MAX_STEPS = 1_000_000  # loop iterations and calls in one render
-CLOCK_EVERY = 512  # loop steps between looks at the clock (calls and filters look every time)
+CLOCK_EVERY = 512  # steps between looks at the clock
 MAX_WRAPPED_LINES = 20_000
 
 _KB = MAX_OUTPUT_BYTES // 1024
-_active = threading.local()
+
+
+class _Active(threading.local):
+    budget: Budget | None = None
+
+
+_active = _Active()
 # printf-style conversions: %[(key)][flags][width][.precision][length]type
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?([a-zA-Z%])")
 _DIGITS = re.compile(r"\d+")
+# What always prints short or is already measured: strings, numbers (integers are capped at MAX_INT_BITS), nothing.
+_SHORT = (str, int, float, Undefined, type(None))
 _PAD_METHODS = frozenset({"ljust", "rjust", "center", "zfill"})
 
 
@@ -117,7 +127,7 @@ class active:  # noqa: N801 (used as a context manager, like a function)
         self.budget = budget
 
     def __enter__(self) -> Budget:
-        self.previous = getattr(_active, "budget", None)
+        self.previous = _active.budget
         _active.budget = self.budget
         return self.budget
 
@@ -127,15 +137,14 @@ class active:  # noqa: N801 (used as a context manager, like a function)
 
 def current() -> Budget | None:
     """The budget of the render in progress in this thread, if any."""
-    return getattr(_active, "budget", None)
+    return _active.budget
 
 
-def tick() -> None:
-    """A call or filter: a step, and a look at the clock (one call can take a while on a large value)."""
-    budget = current()
+def tick(value=None) -> None:
+    """A call or filter on ``value``: one step, and one more per KB of a string (work grows with its length)."""
+    budget = _active.budget
     if budget is not None:
-        budget.tick()
-        budget.check_clock()
+        budget.tick(1 + (len(value) >> 10) if isinstance(value, (str, bytes)) else 1)
 
 
 def guard(iterable: Iterable) -> Iterable:
@@ -148,14 +157,16 @@ def made(size: int, what: str) -> None:
     """Refuse a value of ``size`` characters or items larger than ``MAX_VALUE``, before it is made; charge it."""
     if size > MAX_VALUE:
         raise RenderError(f"{what} would be {size:,} characters or items long; an email may have {_KB} KB")
-    budget = current()
+    budget = _active.budget
     if budget is not None:
-        budget.charge(size)
+        budget.work += size
+        if budget.work > MAX_WORK:
+            budget.charge(0)  # raises, naming the limit
 
 
 def result(value, what: str):
     """``value`` (already made) counted like ``made``; iterators come back counted item by item."""
-    if isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)):
+    if type(value) is str or isinstance(value, (str, bytes, list, tuple, dict, set, frozenset)):
         made(len(value), what)
     elif isinstance(value, Iterator):
         return guard(value)
@@ -202,7 +213,7 @@ def printed_size(value, limit: int = MAX_VALUE) -> int:
 
 def printed(value, what: str) -> None:
     """Refuse ``value`` if its text would be larger than ``MAX_VALUE``, before it is made."""
-    if not isinstance(value, str):
+    if not isinstance(value, _SHORT):
         made(printed_size(value), what)
 
 
@@ -330,26 +341,44 @@ def bounded_filter(name: str, func):
     from jinja2.utils import _PassArg, pass_context
 
     kind = _PassArg.from_obj(func)
+    prints, prechecked = name not in _NOT_PRINTING, name in _PRECHECKED
 
     @pass_context
     def bounded(context, value, *args, **kwargs):
-        tick()
-        if name not in _NOT_PRINTING:
-            for given in (value, *args, *kwargs.values()):
-                printed(given, f"the value given to |{name}")
-        value = _filter_precheck(name, value, args, kwargs)
-        if kind is _PassArg.context:
+        budget = _active.budget
+        if type(value) is str:  # the usual case (a merge field): work grows with its length
+            if budget is not None:
+                budget.tick(1 + (len(value) >> 10))
+        else:
+            if budget is not None:
+                budget.tick()
+            if prints:
+                printed(value, f"the value given to |{name}")
+        if prints and (args or kwargs):
+            for given in (*args, *kwargs.values()):
+                if type(given) is not str:
+                    printed(given, f"the value given to |{name}")
+        if prechecked:
+            value = _filter_precheck(name, value, args, kwargs)
+        if kind is None:
+            out = func(value, *args, **kwargs)
+        elif kind is _PassArg.context:
             out = func(context, value, *args, **kwargs)
         elif kind is _PassArg.eval_context:
             out = func(context.eval_ctx, value, *args, **kwargs)
-        elif kind is _PassArg.environment:
-            out = func(context.environment, value, *args, **kwargs)
         else:
-            out = func(value, *args, **kwargs)
+            out = func(context.environment, value, *args, **kwargs)
+        if type(out) is str and len(out) <= MAX_VALUE and budget is not None:
+            budget.work += len(out)
+            if budget.work <= MAX_WORK:
+                return out
         return result(out, f"the result of |{name}")
 
     bounded.__name__ = bounded.__qualname__ = getattr(func, "__name__", name)
     return bounded
+
+
+_PRECHECKED = frozenset({"center", "indent", "wordwrap", "replace", "format", "join", "batch", "truncate"})
 
 
 def _arg(args, kwargs, index: int, key: str, default):

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import islice
 
 import premailer
 from jinja2 import ChainableUndefined, Template, TemplateError, Undefined, meta, nodes, pass_context
@@ -40,7 +41,9 @@ from content import css as cascade
 from content.bounds import MAX_OUTPUT_BYTES, TIME_BUDGET_SECONDS, Budget, RenderError  # noqa: F401 (re-exported)
 from content.text import html_to_text
 
-_CHECK_EVERY = 256  # template chunks yielded between looks at the clock
+# Chunks yielded between checks of the output size and the clock: each chunk is at most MAX_VALUE long (the
+# sandbox refuses to print more), so a batch is at most 32 of them.
+_CHECK_EVERY = 32
 # Globals Jinja offers that an email has no use for (lipsum makes any amount of text).
 _REMOVED_GLOBALS = ("lipsum",)
 
@@ -148,9 +151,9 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own signature)
-        bounds.tick()  # a call (a macro calling itself, say) is a step of the budget
         method = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped by the sandbox
         target = getattr(method, "__self__", None)
+        bounds.tick(target)  # a call (a macro calling itself, say) is a step of the budget
         if isinstance(target, (str, bytes)):
             listed = bounds.check_str_method(target, getattr(method, "__name__", ""), args, kwargs)
             if listed is not None:
@@ -172,7 +175,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def joined(self, values, autoescape: bool) -> str:
         """``a ~ b``, sized before it is joined."""
-        bounds.made(sum(map(bounds.printed_size, values)), "the joined text")
+        bounds.made(sum(len(v) if type(v) is str else bounds.printed_size(v) for v in values), "the joined text")
         return markup_join(values) if autoescape else str_join(values)
 
     def _parse(self, source, name, filename):
@@ -436,13 +439,13 @@ def render(template: Template | str, context: dict, budget: Budget) -> str:
         with bounds.active(budget):
             # Shared: the context is used as it is, not copied for every template of the email.
             chunks = template.root_render_func(template.new_context(context, shared=True))
-            for count, chunk in enumerate(chunks, 1):
-                pieces.append(chunk)
-                budget.remaining -= len(chunk)
+            while batch := list(islice(chunks, _CHECK_EVERY)):
+                piece = "".join(batch)
+                pieces.append(piece)
+                budget.remaining -= len(piece)
                 if budget.remaining < 0:
                     raise RenderError(f"the rendered email is larger than {MAX_OUTPUT_BYTES // 1024} KB")
-                if not count % _CHECK_EVERY:
-                    budget.check_clock()
+                budget.check_clock()
     except RenderError:
         raise
     except RecursionError:
