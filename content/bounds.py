@@ -7,7 +7,9 @@ produce. ``content.rendering`` makes the budget of the render in progress the
 
 - count every loop iteration and call as a step (a filter or string method
   one more per KB of its string), and look at the clock every
-  ``CLOCK_EVERY`` steps, so an empty nested loop ends on time;
+  ``CLOCK_EVERY`` steps and at each call on a string of 1 KB or more, so an
+  empty nested loop ends on time (one call on the largest string allowed can
+  still overrun the budget by a fraction of a second);
 - refuse, *before* computing it, any value larger than ``MAX_VALUE``
   (characters of a string, items of a sequence, bits of an integer): string
   and sequence products, powers, ``%``/``format``/``str.format`` widths,
@@ -144,7 +146,11 @@ def tick(value=None) -> None:
     """A call or filter on ``value``: one step, and one more per KB of a string (work grows with its length)."""
     budget = _active.budget
     if budget is not None:
-        budget.tick(1 + (len(value) >> 10) if isinstance(value, (str, bytes)) else 1)
+        if isinstance(value, (str, bytes)) and len(value) >= 1024:
+            budget.tick(1 + (len(value) >> 10))
+            budget.check_clock()  # one call on a long string can take a while
+        else:
+            budget.tick()
 
 
 def guard(iterable: Iterable) -> Iterable:
@@ -349,6 +355,8 @@ def bounded_filter(name: str, func):
         if type(value) is str:  # the usual case (a merge field): work grows with its length
             if budget is not None:
                 budget.tick(1 + (len(value) >> 10))
+                if len(value) >= 1024:  # one call on a long string can take a while: look at the clock now
+                    budget.check_clock()
         else:
             if budget is not None:
                 budget.tick()

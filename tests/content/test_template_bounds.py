@@ -78,6 +78,10 @@ CORPUS = {
     "replace": ("{{ ('a' * 500000)|replace('a', 'bbbbbbbbbb') }}", "would be"),
     "batch with a fill": ("{{ range(10)|batch(10**9, 'x')|list }}", "would be"),
     "slice into a billion": ("{{ range(100000)|slice(10**9)|list }}", "loop steps|longer than"),
+    "a slow filter on a large string in a loop": (
+        "{% set s = 'a b.example ' * 10000 %}{% for i in range(1000) %}{{ s|urlize|length }}{% endfor %}",
+        "longer than",
+    ),
     "range(10**9)|list": ("{{ range(10**9)|list }}", "Range too big"),
     "lipsum": ("{{ lipsum(10**6) }}", "lipsum"),
     "ljust": ("{{ 'a'.ljust(10**9) }}", "would be"),
