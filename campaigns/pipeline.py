@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from jinja2 import TemplateError
 from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,6 +30,8 @@ from content.rendering import (
     Budget,
     CompiledPart,
     Inliner,
+    Links,
+    RenderError,
     compile_part,
     compile_text,
     render,
@@ -173,13 +177,14 @@ class Assembly:
                 body_start=HIDDEN_PREHEADER if preheader else "",
                 body_end=OPEN_PIXEL,
             )
-            self._layout = compile_part(
-                inlined,
-                version.text,
-                fragment=False,
-                register_links=partial(self._register, block_version_id=None),
-                additions=additions,
-            )
+            with _compiling(f"layout version {version.id} (v{version.version})"):
+                self._layout = compile_part(
+                    inlined,
+                    version.text,
+                    fragment=False,
+                    register_links=partial(self._register, block_version_id=None),
+                    additions=additions,
+                )
         return self._layout
 
     def block(self, version_id: int) -> CompiledPart:
@@ -187,12 +192,14 @@ class Assembly:
         if part is None:
             version = self._versions[version_id]
             inlined = self.inliner.inline(("block", version_id), version.html, self.css, fragment=True)
-            part = compile_part(
-                inlined,
-                version.text,
-                fragment=True,
-                register_links=partial(self._register, block_version_id=version_id),
-            )
+            with _compiling(f"block version {version_id} (v{version.version})"):
+                part = compile_part(
+                    inlined,
+                    version.text,
+                    fragment=True,
+                    register_links=partial(self._register, block_version_id=version_id),
+                    block_version=version_id,
+                )
             self._blocks[version_id] = part
         return part
 
@@ -226,7 +233,23 @@ class Assembly:
         return self.selector.choose(profile.recipient)
 
     def render(self, delivery_id: int, profile: Profile, choices: dict[str, Choice]) -> Rendered:
-        """The recipient's subject, HTML and text; RenderError if any template fails."""
+        """The recipient's subject, HTML and text; RenderError if any template fails.
+
+        The parts are compiled (CSS inlined, perhaps by another worker) before
+        the recipient's budget starts: that is the run's work, done once. A
+        render that ran out of time because the machine was busy (``RenderError
+        .retryable``) is tried once more with a new budget before it fails.
+        """
+        parts = [self.block(c.candidate.version_id) for c in choices.values() if c.candidate is not None]
+        self.layout()
+        try:
+            return self._render(delivery_id, profile, choices, parts)
+        except RenderError as exc:
+            if not exc.retryable:
+                raise
+            return self._render(delivery_id, profile, choices, parts)
+
+    def _render(self, delivery_id: int, profile: Profile, choices: dict[str, Choice], parts) -> Rendered:
         chain = locale_chain(profile.recipient.locale, self.default_locale)
         unsubscribe_url = self.signer.unsubscribe_url(delivery_id)
         context = render_context(
@@ -234,8 +257,7 @@ class Assembly:
             strings=self.strings(chain),
             campaign=self.campaign,
             unsubscribe_url=unsubscribe_url,
-            link=partial(self.signer.click_url, delivery_id),
-            track_url=partial(self._track_url, delivery_id),
+            link=Links(partial(self.signer.click_url, delivery_id), partial(self._track_url, delivery_id)),
         )
         budget = Budget()
         html_slots: dict[str, Markup] = {}
@@ -244,18 +266,18 @@ class Assembly:
         locales = list(dict.fromkeys(c.locale for c in choices.values() if c.candidate is not None))
         language = _language(locales, self.subjects, chain, self.default_locale)
         context["language"] = language.partition(",")[0]  # <html lang> takes one tag: the first block's
+        chosen = iter(parts)
         for slot, choice in choices.items():
             if choice.candidate is None:
                 html_slots[slot], text_slots[slot] = Markup(""), ""
                 continue
-            context["block_version"] = choice.candidate.version_id  # whose links merge-field URLs are
-            html_slots[slot], text, head = render_part(self.block(choice.candidate.version_id), context, budget)
+            html_slots[slot], text, head = render_part(next(chosen), context, budget)
             text_slots[slot] = text.strip()
             heads[head] = None
         context["subject"] = subject = _one_line(render(self.subjects.get(chain), context, budget))
         preheader = self.preheaders.get(chain)
         context["preheader"] = _one_line(render(preheader, context, budget)) if preheader else ""
-        context["slots"], context["text_slots"], context["block_version"] = html_slots, text_slots, None
+        context["slots"], context["text_slots"] = html_slots, text_slots
         context["block_heads"] = Markup("".join(heads))  # the blocks' @media and :hover rules, for <head>
         context["open_url"] = self.signer.open_url(delivery_id)
         html, text, _ = render_part(self.layout(), context, budget)
@@ -287,6 +309,15 @@ class Assembly:
             if len(self._dynamic_links) < DYNAMIC_LINKS_KEPT:
                 self._dynamic_links[url, block_version_id] = link_id
         return self.signer.click_url(delivery_id, link_id)
+
+
+@contextmanager
+def _compiling(what: str):
+    """A template that does not compile fails each recipient with a RenderError naming its version."""
+    try:
+        yield
+    except (TemplateError, RecursionError) as exc:
+        raise RenderError(f"{what} could not be compiled: {exc}") from None
 
 
 def load_profiles(session: Session, contact_ids: list[int], assembly: Assembly, now: datetime) -> dict[int, Profile]:

@@ -7,6 +7,8 @@ the CSS-inlining cache; block selection for a recipient.
   plain files of bounded size, YAML of bounded depth and size;
 - ``rendering``: the sandbox, compiling a version once (CSS inlined, links
   rewritten, text derived) and rendering it per recipient within limits;
+- ``bounds``: those limits (time, loop steps, the size of every value), held
+  by the sandbox's hooks whatever a template does;
 - ``checking``: static checks of templates (syntax, filters, merge fields,
   phrases, slots) at import, campaign creation, preview and send;
 - ``css``: what premailer leaves undone: the cascade in style attributes, and

@@ -13,32 +13,39 @@ function of the render context so each recipient gets their own signed
 tracking URL, derives a text version when the pack has none, adds the markup
 Patron puts in every email of a layout (``Additions``) as elements, and
 compiles it all to one template. ``render`` then runs a compiled template for
-one recipient within an output-size cap and a time budget.
+one recipient within a ``Budget`` (``content.bounds``: output size, time, loop
+steps and the size of every value, checked before it is made). A template's
+``link(id)`` reaches only the links of the part being rendered (``Links``).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
 
 import premailer
-from jinja2 import ChainableUndefined, Template, TemplateError, Undefined, meta, pass_context
+from jinja2 import ChainableUndefined, Template, TemplateError, Undefined, meta, nodes, pass_context
+from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
+from jinja2.runtime import LoopContext, markup_join, str_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from lxml import html as lxml_html
 from markupsafe import Markup
 
+from content import bounds
 from content import css as cascade
+from content.bounds import MAX_OUTPUT_BYTES, TIME_BUDGET_SECONDS, Budget, RenderError  # noqa: F401 (re-exported)
 from content.text import html_to_text
 
-MAX_OUTPUT_BYTES = 512 * 1024
-TIME_BUDGET_SECONDS = 2.0
-_CHECK_EVERY = 256  # template chunks joined between checks of the size cap and the clock
+# Chunks yielded between checks of the output size and the clock: each chunk is at most MAX_VALUE long (the
+# sandbox refuses to print more), so a batch is at most 32 of them.
+_CHECK_EVERY = 32
+# Globals Jinja offers that an email has no use for (lipsum makes any amount of text).
+_REMOVED_GLOBALS = ("lipsum",)
 
 _JINJA_TAG = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.DOTALL)
 _MASK = re.compile(r"ptjx(\d{5})x")
@@ -59,10 +66,6 @@ INLINED_FORMAT = 2
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'{}]+[^\s<>\"'{}.,;:!?)\]]")
 
 
-class RenderError(Exception):
-    """One recipient's email could not be rendered; the run records it and goes on."""
-
-
 def fallback(value, default=""):
     """The merge field, or ``default`` when it is missing, None or blank."""
     if isinstance(value, Undefined) or value is None or (isinstance(value, str) and not value.strip()):
@@ -70,11 +73,44 @@ def fallback(value, default=""):
     return value
 
 
+class Links:
+    """``link(id)`` as templates see it: the signed click URL of a link of the part being rendered, and no other.
+
+    ``mint(link_id)`` signs a click URL for the recipient; ``track(url,
+    block_version)`` registers a URL built from merge fields and signs it.
+    ``render_part`` narrows the links to those its part registered when it was
+    compiled (``CompiledPart.link_ids``), so a template's ``link(N)`` cannot
+    mint a link of another pack, block or version. What templates cannot
+    reach lives in attributes starting with ``_``, which the sandbox refuses.
+    """
+
+    __slots__ = ("_mint", "_track", "_ids", "_block_version")
+
+    def __init__(self, mint: Callable[[int], str], track: Callable[[str, int | None], str] | None = None):
+        self._mint, self._track = mint, track
+        self._ids: frozenset[int] = frozenset()
+        self._block_version: int | None = None
+
+    def __call__(self, link_id) -> str:
+        if link_id not in self._ids:
+            raise SecurityError(f"link({link_id!r}) is not a link of this template")
+        return self._mint(link_id)
+
+    def _within(self, part: CompiledPart) -> Links:
+        """These links narrowed to ``part``'s own."""
+        narrowed = Links(self._mint, self._track)
+        narrowed._ids, narrowed._block_version = part.link_ids, part.block_version
+        return narrowed
+
+
 @pass_context
 def track(context, url) -> str:
-    """A link built from merge fields, as the recipient's signed tracking URL (``track_url`` in the context)."""
+    """A link built from merge fields, as the recipient's signed tracking URL, counted in the part being rendered."""
+    links = context.get("link")
+    if not isinstance(links, Links) or links._track is None:
+        raise SecurityError("links built from merge fields can only be tracked in a campaign's email")
     url = url.unescape() if isinstance(url, Markup) else str(url)
-    return context["track_url"](url.strip(), context.get("block_version"))
+    return links._track(url.strip(), links._block_version)
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -99,20 +135,90 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         value = super().getitem(obj, argument)
         return self.undefined(obj=obj, name=argument) if value is None else value
 
+    # Operators that can make large values go through call_binop, which sizes the result first. An
+    # intercepted operator is also never computed while the template compiles (Jinja's constant folding).
+    intercepted_binops = frozenset({"+", "*", "**", "%"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            bounds.check_product(left, right)
+        elif operator == "+":
+            bounds.check_sum(left, right)
+        elif operator == "**":
+            bounds.check_power(left, right)
+        elif isinstance(left, (str, bytes)):  # "%": printf-style formatting
+            bounds.check_percent(left, right)
+        return super().call_binop(context, operator, left, right)
+
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own signature)
+        method = getattr(__obj, "__wrapped__", __obj)  # str.format comes wrapped by the sandbox
+        target = getattr(method, "__self__", None)
+        bounds.tick(target)  # a call (a macro calling itself, say) is a step of the budget
+        if isinstance(target, (str, bytes)):
+            listed = bounds.check_str_method(target, getattr(method, "__name__", ""), args, kwargs)
+            if listed is not None:
+                args = (listed,)
+        elif isinstance(__obj, LoopContext) and args:  # loop(children) in a recursive for
+            args = (bounds.guard(args[0]), *args[1:])
         value = super().call(__context, __obj, *args, **kwargs)
         return __self.undefined(name=getattr(__obj, "__name__", None)) if value is None else value
 
+    def loop_guard(self, iterable):
+        """What every ``{% for %}`` iterates: ``iterable``, counted step by step against the budget."""
+        return bounds.guard(iterable)
 
-def _blank_none(value):
-    """What an expression prints: ``None`` (a variable set to nothing) prints as nothing."""
-    return "" if value is None else value
+    @staticmethod
+    def concat(pieces) -> str:
+        """Captured output (``{% set %}…{% endset %}``, macros, ``{% filter %}``), sized before it is joined."""
+        bounds.made(sum(map(len, pieces)), "the captured text")
+        return "".join(pieces)
+
+    def joined(self, values, autoescape: bool) -> str:
+        """``a ~ b``, sized before it is joined."""
+        bounds.made(sum(len(v) if type(v) is str else bounds.printed_size(v) for v in values), "the joined text")
+        return markup_join(values) if autoescape else str_join(values)
+
+    def _parse(self, source, name, filename):
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            guard = nodes.EnvironmentAttribute("loop_guard", lineno=loop.iter.lineno)
+            loop.iter = nodes.Call(guard, [loop.iter], [], None, None, lineno=loop.iter.lineno)
+        return tree
+
+
+class _BoundedCodeGenerator(CodeGenerator):
+    """Jinja's code generator with ``~`` going through the environment's ``joined``, which sizes it first."""
+
+    def visit_Concat(self, node: nodes.Concat, frame) -> None:
+        self.write("environment.joined((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("), context.eval_ctx.autoescape)")
+
+
+_Sandbox.code_generator_class = _BoundedCodeGenerator
+
+
+def _printable(value):
+    """What an expression prints: ``None`` (a variable set to nothing) as nothing; nothing too large to print."""
+    if value is None:
+        return ""
+    bounds.printed(value, "the printed value")
+    return value
 
 
 def _environment(autoescape: bool) -> ImmutableSandboxedEnvironment:
-    env = _Sandbox(autoescape=autoescape, undefined=ChainableUndefined, auto_reload=False, finalize=_blank_none)
+    # optimized=False: no constant folding while compiling (intercepted operators and context filters are never
+    # folded anyway); a template's expressions are computed only when it renders, within its budget.
+    env = _Sandbox(
+        autoescape=autoescape, undefined=ChainableUndefined, auto_reload=False, finalize=_printable, optimized=False
+    )
     env.filters["fallback"] = fallback
     env.filters["track"] = track
+    env.filters = {name: bounds.bounded_filter(name, func) for name, func in env.filters.items()}
+    for name in _REMOVED_GLOBALS:
+        env.globals.pop(name, None)
     return env
 
 
@@ -158,6 +264,8 @@ class CompiledPart:
     template: Template
     links: tuple[str, ...]
     has_head: bool = False
+    link_ids: frozenset[int] = frozenset()  # the ids its ``link(id)`` may reach (see ``Links``)
+    block_version: int | None = None  # whose links merge-field URLs become (None: the layout's)
 
 
 @dataclass(frozen=True)
@@ -198,13 +306,24 @@ def compile_part(
     fragment: bool,
     register_links: Callable[[Sequence[str]], Sequence[int]],
     additions: Additions | None = None,
+    block_version: int | None = None,
 ) -> CompiledPart:
-    """Templates for an inlined version: links rewritten to ``link(id)`` calls, text derived if absent."""
+    """Templates for an inlined version: links rewritten to ``link(id)`` calls, text derived if absent.
+
+    ``register_links`` gives the ids of URLs; those are the only ids the part's ``link(id)`` reaches.
+    """
+    registered: set[int] = set()
+
+    def register(urls: Sequence[str]) -> Sequence[int]:
+        ids = register_links(urls)
+        registered.update(ids)
+        return ids
+
     masked, tags = _mask(inlined)
     tree = _parse(masked, fragment=fragment)
     head = "".join(_tostring(node) for node in cascade.hoist(tree)) if fragment else ""
     urls = _static_links(tree, tags)
-    ids = dict(zip(urls, register_links(urls))) if urls else {}
+    ids = dict(zip(urls, register(urls))) if urls else {}
     for anchor in tree.iter("a"):
         href = (anchor.get("href") or "").strip()
         if href in ids:
@@ -215,7 +334,7 @@ def compile_part(
     if text_source is None:
         text_source = _unmask(html_to_text(tree), tags)
     else:
-        text_source, text_urls = _track_text_links(text_source, register_links)
+        text_source, text_urls = _track_text_links(text_source, register)
         urls.extend(url for url in text_urls if url not in ids)
     text_source = (
         "{% autoescape false %}{% with slots = text_slots %}" + text_source + "{% endwith %}{% endautoescape %}"
@@ -229,12 +348,24 @@ def compile_part(
         template=html_environment().from_string(html_source + _TEXT_PART + text_source),
         links=tuple(urls),
         has_head=bool(head),
+        link_ids=frozenset(registered),
+        block_version=block_version,
     )
 
 
 def render_part(part: CompiledPart, context: dict, budget: Budget) -> tuple[Markup, str, Markup]:
-    """The part's HTML (safe to put in another template), text and head markup, for one recipient."""
-    rendered = render(part.template, context, budget)
+    """The part's HTML (safe to put in another template), text and head markup, for one recipient.
+
+    The context's ``link`` (a ``Links``) reaches only the part's own links while the part renders.
+    """
+    links = context.get("link")
+    if isinstance(links, Links):
+        context["link"] = links._within(part)  # noqa: SLF001
+    try:
+        rendered = render(part.template, context, budget)
+    finally:
+        if isinstance(links, Links):
+            context["link"] = links
     head = ""
     if part.has_head:
         head, _, rendered = rendered.partition(_HEAD_END)
@@ -288,41 +419,39 @@ def _track_text_links(source: str, register_links) -> tuple[str, list[str]]:
     return _unmask(masked, tags), urls
 
 
-class Budget:
-    """What one recipient's render may still spend: bytes of output and seconds."""
-
-    __slots__ = ("remaining", "deadline")
-
-    def __init__(self, max_bytes: int = MAX_OUTPUT_BYTES, seconds: float = TIME_BUDGET_SECONDS):
-        self.remaining = max_bytes
-        self.deadline = time.perf_counter() + seconds
-
-
 def render_context(**values) -> dict:
     """A render context: the sandbox's globals (``range``, ``dict`` …) plus ``values``, built once per recipient."""
     return {**html_environment().globals, **values}
 
 
 def render(template: Template | str, context: dict, budget: Budget) -> str:
-    """Render for one recipient; RenderError when it fails, outgrows or outlasts the budget."""
+    """Render for one recipient; RenderError when it fails, outgrows or outlasts the budget.
+
+    The budget (``content.bounds``) holds whether or not the template produces
+    output: loops, calls and the size of every value are checked as it runs.
+    """
     if isinstance(template, str):
         return template
     if "range" not in context:
         context = render_context(**context)
     pieces = []
     try:
-        # Shared: the context is used as it is, not copied for every template of the email.
-        chunks = template.root_render_func(template.new_context(context, shared=True))
-        while batch := list(islice(chunks, _CHECK_EVERY)):
-            piece = "".join(batch)
-            pieces.append(piece)
-            budget.remaining -= len(piece)
-            if budget.remaining < 0:
-                raise RenderError(f"the rendered email is larger than {MAX_OUTPUT_BYTES // 1024} KB")
-            if time.perf_counter() > budget.deadline:
-                raise RenderError(f"rendering took longer than {TIME_BUDGET_SECONDS:g} s")
+        with bounds.active(budget):
+            # Shared: the context is used as it is, not copied for every template of the email.
+            chunks = template.root_render_func(template.new_context(context, shared=True))
+            while batch := list(islice(chunks, _CHECK_EVERY)):
+                piece = "".join(batch)
+                pieces.append(piece)
+                budget.remaining -= len(piece)
+                if budget.remaining < 0:
+                    raise RenderError(f"the rendered email is larger than {MAX_OUTPUT_BYTES // 1024} KB")
+                budget.check_clock()
     except RenderError:
         raise
+    except RecursionError:
+        raise RenderError("the template calls itself too deeply") from None
+    except MemoryError:
+        raise RenderError("the template needs more memory than the machine has") from None
     except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
         raise RenderError(f"{type(exc).__name__}: {exc}") from None
     return "".join(pieces)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 from lxml import html as lxml_html
 
-from content.rendering import Budget, Inliner, RenderError, compile_part, render_part
+from content.rendering import Budget, Inliner, Links, RenderError, compile_part, render_part
 
 CSS = "p { color: #333; } .button { background: #b3261e; }"
 CONTEXT = {
     "contact": {"first_name": "Ana", "last_name": None, "attributes": {}},
     "strings": {},
     "unsubscribe_url": "https://patron.example/u/1/sig",
-    "link": lambda link_id: f"https://patron.example/r/1/{link_id}/sig",
-    "track_url": lambda url, block_version: f"https://patron.example/dynamic?{url}",
+    "link": Links(
+        lambda link_id: f"https://patron.example/r/1/{link_id}/sig",
+        lambda url, block_version: f"https://patron.example/dynamic?{url}",
+    ),
 }
 
 
@@ -63,9 +65,26 @@ def test_merge_fields_are_escaped_and_have_fallbacks():
 def test_output_cap_and_time_budget_fail_the_recipient():
     with pytest.raises(RenderError, match="larger than"):
         rendered("{% for i in range(90000) %}<p>{{ 'x' * 100 }}</p>{% endfor %}")
-    slow = "{% for i in range(99999) %}{% for j in range(99999) %}{{ '' }}{% endfor %}{% endfor %}"
+    # Under the step limit (900,000 steps), so only the clock can stop it: a tenth of a millisecond is too little.
+    slow = "{% for i in range(900) %}{% for j in range(999) %}{{ '' }}{% endfor %}{% endfor %}"
     with pytest.raises(RenderError, match="longer than"):
-        render_part(compiled(slow), CONTEXT, Budget(seconds=0.2))
+        render_part(compiled(slow), CONTEXT, Budget(seconds=0.0001))
+
+
+def test_link_reaches_only_the_links_of_the_part_being_rendered():
+    """link(N) of a link another pack or version registered is refused; the part's own links sign as before."""
+    part = compiled('<p><a href="https://shop.example.com/a">A</a></p>')  # registers link 7
+    assert part.link_ids == frozenset({7})
+    own = compile_part("<p>{{ link(7) }}</p>", None, fragment=True, register_links=lambda urls: [])
+    with pytest.raises(RenderError, match=r"link\(7\) is not a link of this template"):
+        render_part(own, dict(CONTEXT), Budget())  # 7 is another part's link, not this one's
+    html, _, _ = render_part(part, dict(CONTEXT), Budget())
+    assert [a.get("href") for a in parsed(html).iter("a")] == ["https://patron.example/r/1/7/sig"]
+    for reach in ("link._mint(99)", "link._ids", "link._within", "'https://x.example'|track"):
+        part = compile_part(f"<p>{{{{ {reach} }}}}</p>", None, fragment=True, register_links=lambda urls: [])
+        fake = (lambda i: i) if "track" in reach else CONTEXT["link"]  # |track needs Patron's own link()
+        with pytest.raises(RenderError):
+            render_part(part, {**CONTEXT, "link": fake}, Budget())
 
 
 def test_links_become_signed_tracking_calls_and_unsubscribe_is_left_alone():

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 import pytest
 
-from content.rendering import Budget, RenderError, compile_part, compile_text, render, render_context, render_part
+from content.rendering import (
+    Budget,
+    Links,
+    RenderError,
+    compile_part,
+    compile_text,
+    render,
+    render_context,
+    render_part,
+)
 
 ESCAPES = [
     '{{ "{0.__class__}"|attr("format")(contact) }}',
@@ -22,8 +31,7 @@ CONTEXT = {
     "contact": {"first_name": "Ana", "last_name": None, "attributes": {}},
     "strings": {},
     "unsubscribe_url": "https://patron.example/u/1/sig",
-    "link": lambda link_id: f"https://patron.example/r/1/{link_id}/sig",
-    "track_url": lambda url, block_version: url,
+    "link": Links(lambda link_id: f"https://patron.example/r/1/{link_id}/sig", lambda url, block_version: url),
 }
 
 
