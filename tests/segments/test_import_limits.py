@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from segments.imports import RejectList, RejectsFile, import_contacts, import_events
@@ -198,4 +200,98 @@ def test_nul_in_an_events_csv_property_rejects_that_row(session):
     assert (summary.created, summary.rejected) == (1, 1)
     assert [(line, reason) for line, reason, _ in rejects.rows] == [
         (3, "prop:note: contains the control character U+0000")
+    ]
+
+
+# --- any line at all ---------------------------------------------------------------
+
+hostile_text = st.one_of(
+    st.text(max_size=8),
+    st.sampled_from(
+        ["\x00", "a\x00", "\ud800", "x\udfffy", "=1+1", "-5", "\r", "\n", '"', "a,b", "é", "[[[", "0" * 5000]
+    ),
+)
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), hostile_text),
+    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(hostile_text, children, max_size=3)),
+    max_leaves=10,
+)
+emails = st.one_of(st.sampled_from(["ann@example.com", "ANN@example.com", "bob@x.io"]), hostile_text)
+event_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.one_of(st.just("visit"), json_values),
+        "occurred_at": st.one_of(st.just("2026-11-01T10:00:00Z"), json_values),
+        "email": st.one_of(emails, json_values),
+        "id": json_values,
+        "identities": st.one_of(st.dictionaries(hostile_text, json_values, max_size=2), json_values),
+        "properties": st.one_of(st.dictionaries(hostile_text, json_values, max_size=3), json_values),
+    },
+)
+raw_lines = st.one_of(
+    st.binary(max_size=30),
+    st.builds(lambda value: json.dumps(value).encode(), st.one_of(event_objects, json_values)),
+    st.builds(lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"), event_objects),
+)
+GOOD_FIRST = json.dumps({"type": "visit", "occurred_at": "2026-11-01T10:00:00Z", "email": "first@example.com"})
+GOOD_LAST = json.dumps({"type": "visit", "occurred_at": "2026-11-01T10:00:00Z", "email": "last@example.com"})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(raw_lines, max_size=6))
+def test_any_jsonl_line_is_imported_or_rejected_and_never_stops_the_import(session, lines):
+    data = b"\n".join([GOOD_FIRST.encode(), *lines, GOOD_LAST.encode()]) + b"\n"
+    rejects = RejectList()
+    summary = import_events(session, io.BytesIO(data), channel="web", format="jsonl", rejects=rejects)
+    details = summary.as_dict()
+    assert summary.rows == summary.created + summary.rejected + details["duplicates"]
+    assert summary.rejected == len(rejects.rows)
+    assert {"first@example.com", "last@example.com"} <= set(session.scalars(select(Contact.email)))
+    session.rollback()
+
+
+cells = st.one_of(hostile_text, st.sampled_from(["ann@example.com", "es", "Europe/Madrid", "3", "yes"]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.one_of(st.lists(cells, max_size=7), st.binary(max_size=30)), max_size=6))
+def test_any_contacts_csv_row_is_imported_or_rejected_and_never_stops_the_import(session, rows):
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["email", "first_name", "locale", "timezone", "attr:note", "interest:x", "consent:news"])
+    writer.writerow(["first@example.com", "First"])
+    data = buffer.getvalue().encode()
+    for row in rows:
+        if isinstance(row, bytes):
+            data += row + b"\n"
+        else:
+            buffer = io.StringIO(newline="")
+            csv.writer(buffer).writerow(row)
+            data += buffer.getvalue().encode("utf-8", "surrogatepass")
+    data += b"last@example.com,Last\n"
+    rejects = RejectList()
+    summary = import_contacts(session, io.BytesIO(data), rejects=rejects)
+    assert summary.rows == summary.created + summary.updated + summary.rejected
+    assert summary.rejected == len(rejects.rows)
+    assert {"first@example.com", "last@example.com"} <= set(session.scalars(select(Contact.email)))
+    session.rollback()
+
+
+def test_a_type_or_id_that_is_not_text_rejects_that_event_only(session):
+    good = {"occurred_at": "2026-11-01T10:00:00Z", "email": "ana@example.com"}
+    lines = [
+        {**good, "type": "visit"},
+        {**good, "type": []},
+        {**good, "type": "visit", "id": {"a": 1}},
+        {**good, "type": "visit", "id": True},
+        {**good, "type": "visit", "id": 7},
+    ]
+    rejects = RejectList()
+    data = "\n".join(json.dumps(line) for line in lines).encode()
+    summary = import_events(session, io.BytesIO(data), channel="web", format="jsonl", rejects=rejects)
+    assert (summary.created, summary.rejected) == (2, 3)
+    assert [(line, reason) for line, reason, _ in rejects.rows] == [
+        (2, "type: must be text"),
+        (3, "id: must be text or a whole number"),
+        (4, "id: must be text or a whole number"),
     ]
