@@ -34,7 +34,7 @@ from segments.rules import (
     load_rules_file,
     parse_rules,
 )
-from segments.service import create_segment
+from segments.service import SegmentError, create_segment, get_segment_by_name
 
 NOW = datetime(2026, 12, 1, tzinfo=timezone.utc)
 SCRIPT = Path(sys.executable).parent / "patron"
@@ -173,7 +173,8 @@ def patron(engine, tmp_path, *args) -> subprocess.CompletedProcess:
         "PATRON_DATABASE_URL": engine.url.render_as_string(hide_password=False),
         "PATRON_INSTANCE_PATH": str(tmp_path / "instance"),
     }
-    return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120)
+    command = [os.fsencode(SCRIPT), *args] if args and isinstance(args[0], bytes) else [str(SCRIPT), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
 
 
 def test_the_cli_refuses_hostile_rule_files_with_the_path_and_no_traceback(engine, tmp_path):
@@ -273,3 +274,23 @@ def test_any_rule_that_parses_counts_on_the_database(session, data):
     if rule is not None:
         assert count_contacts(session, rule, now=NOW, half_life_days=30) == 0
         session.rollback()
+
+
+def test_segment_names_and_descriptions_the_database_cannot_store_are_segment_errors(session, engine, tmp_path):
+    with pytest.raises(SegmentError, match=r"a segment name contains the NUL character .*'a\\x00b'"):
+        create_segment(session, "a\x00b", LOCALE_ES)
+    with pytest.raises(SegmentError, match=r"the description contains a lone surrogate \(U\+D800\)"):
+        create_segment(session, "ok", LOCALE_ES, description="\ud800")
+    assert get_segment_by_name(session, "\udcff") is None
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(LOCALE_ES))
+    # Bytes that are not UTF-8 on the command line arrive as lone surrogates.
+    for args, message in [
+        ((b"segments", b"count", b"\xff"), "Error: no segment named '\\udcff'"),
+        ((b"segments", b"create", b"a\xff", b"--rules", bytes(rules)), "Error: a segment name contains a lone"),
+        ((b"segments", b"create", b"a", b"--rules", bytes(rules), b"--description", b"\xfe"), "Error: the description"),
+    ]:
+        result = patron(engine, tmp_path, *args)
+        assert result.returncode == 1 and result.stderr.startswith(message), result.stderr
+        assert "Traceback" not in result.stderr
+    assert session.scalar(select(func.count()).select_from(Segment)) == 0
