@@ -24,6 +24,7 @@ from segments.models import Contact, Segment
 from segments.rules import (
     KINDS,
     MAX_DEPTH,
+    MAX_FILE_BYTES,
     MAX_NESTING,
     AllOf,
     AnyOf,
@@ -101,6 +102,14 @@ def test_a_thousand_level_rules_file_is_refused_before_the_parser_recurses(tmp_p
         load_rules_file(path)
     too_deep = f"nests lists and mappings more than {MAX_NESTING} levels deep; flatten the rule"
     assert str(caught.value) == f"{path}: {too_deep}"
+
+
+def test_a_rules_file_over_the_size_limit_is_refused_unread(tmp_path):
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"field": "email", "op": "in", "value": ["a" * 100] * (MAX_FILE_BYTES // 100)}))
+    with pytest.raises(RuleError) as caught:
+        load_rules_file(path)
+    assert str(caught.value) == f"{path}: is larger than 4 MB; split the segment"
 
 
 def test_a_number_too_long_to_convert_is_a_rule_error(tmp_path):
