@@ -32,6 +32,7 @@ from marshmallow.validate import OneOf
 from segments.imports.values import BadValue
 from segments.imports.values import email as canonical_email
 from segments.models import CHANNEL_LENGTH, CONTACT_STATUSES, TAG_LENGTH
+from segments.plain_data import TooBig, child_path, json_deeper_than, refused_text, yaml_depth
 from segments.rule_tree import (  # noqa: F401  (the rule tree is part of this module's interface)
     RULE_TYPES,
     AllOf,
@@ -56,6 +57,11 @@ MAX_GROUPS = 500
 # Every listed value becomes a bound parameter; SQLite allows 32,766 per statement.
 MAX_LISTED_VALUES = 20_000
 MAX_WHERE_PROPERTIES = 20
+# Keys and values a rule may hold in all, far above what the limits above allow.
+MAX_VALUES = 100_000
+# Lists and mappings in a rules file: two per all/any level, a few more for a condition.
+MAX_NESTING = 2 * MAX_DEPTH + 10
+MAX_FILE_BYTES = 4 * 1024 * 1024
 KINDS = ("all", "any", "not", "field", "attr", "interest", "event", "consent")
 
 # --- values per field and operator ------------------------------------------
@@ -392,10 +398,19 @@ _SCHEMAS: dict[str, Schema] = {
 
 
 def parse_rules(data: Any) -> Rule:
-    """Validate a rule tree given as plain data (parsed JSON or YAML) and return it typed."""
+    """Validate a rule tree given as plain data (parsed JSON or YAML) and return it typed.
+
+    A tree already typed is checked for size, depth and text the same way.
+    Raises RuleError, and only RuleError, for anything that is not a valid rule:
+    among others a tree nested deeper than MAX_DEPTH (found without recursion),
+    and a key or string holding NUL or a lone surrogate, which PostgreSQL
+    refuses (the path names it: ``all[2].value``).
+    """
     if isinstance(data, RULE_TYPES):
+        _check_typed(data)
         return data
     _check_size(data)
+    _check_text(data)
     try:
         rule = _RuleField(required=True).deserialize(data)
     except ValidationError as err:
@@ -404,6 +419,16 @@ def parse_rules(data: Any) -> Rule:
     if listed > MAX_LISTED_VALUES:
         raise RuleError([("", f"lists {listed} values in all; a rule may list at most {MAX_LISTED_VALUES}")])
     return rule
+
+
+def _check_text(data: Any, path: str = "") -> None:
+    """Refuse keys and strings the databases cannot store, naming each one's path."""
+    try:
+        problems = refused_text(data, path, max_values=MAX_VALUES)
+    except TooBig as err:
+        raise RuleError([(path, f"{err}; split the segment")]) from None
+    if problems:
+        raise RuleError(problems)
 
 
 def _check_size(data: Any) -> None:
@@ -422,18 +447,41 @@ def _check_size(data: Any) -> None:
             children.append((node["not"], f"{path}{'.' if path else ''}not"))
         if children or any(key in node for key in ("all", "any", "not")):
             groups += 1
-            if depth > MAX_DEPTH:
-                raise RuleError([(path, f"nests more than {MAX_DEPTH} levels of all/any/not; flatten the rule")])
+            _check_counts(path, depth, conditions, groups)
         else:
             conditions += 1
-        if conditions > MAX_CONDITIONS:
-            raise RuleError([("", f"has more than {MAX_CONDITIONS} conditions; split the segment")])
-        if groups > MAX_GROUPS:
-            raise RuleError([("", f"has more than {MAX_GROUPS} all/any/not groups; simplify the rule")])
-        stack.extend((child, child_path, depth + 1) for child, child_path in children)
+            _check_counts(path, 0, conditions, groups)
+        stack.extend((child, where, depth + 1) for child, where in children)
 
 
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+def _check_typed(rule: Rule) -> None:
+    """The checks of :func:`_check_size` and :func:`_check_text` for a tree built as dataclasses."""
+    conditions = groups = 0
+    stack = [(rule, "", 1)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, (AllOf, AnyOf)):
+            groups += 1
+            key = "all" if isinstance(node, AllOf) else "any"
+            stack.extend((child, child_path(child_path(path, key), i), depth + 1) for i, child in enumerate(node.rules))
+        elif isinstance(node, Not):
+            groups += 1
+            stack.append((node.rule, child_path(path, "not"), depth + 1))
+        elif isinstance(node, RULE_TYPES):
+            conditions += 1
+            _check_text(rule_to_data(node), path)  # a condition holds no rule: rule_to_data does not recurse
+        else:
+            raise RuleError([(path, f"must be a rule, not {type(node).__name__}")])
+        _check_counts(path, depth if isinstance(node, (AllOf, AnyOf, Not)) else 0, conditions, groups)
+
+
+def _check_counts(path: str, depth: int, conditions: int, groups: int) -> None:
+    if depth > MAX_DEPTH:
+        raise RuleError([(path, f"nests more than {MAX_DEPTH} levels of all/any/not; flatten the rule")])
+    if conditions > MAX_CONDITIONS:
+        raise RuleError([("", f"has more than {MAX_CONDITIONS} conditions; split the segment")])
+    if groups > MAX_GROUPS:
+        raise RuleError([("", f"has more than {MAX_GROUPS} all/any/not groups; simplify the rule")])
 
 
 # marshmallow files a Dict field's errors under "key" or "value" below the entry
@@ -454,15 +502,8 @@ def _flatten(messages: Any, path: str = "") -> list[tuple[str, str]]:
         return [pair for message in messages for pair in _flatten(message, path)]
     problems = []
     for key, nested in messages.items():
-        if key == "_schema":
-            child = path
-        elif isinstance(key, int):
-            child = f"{path}[{key}]"
-        elif _PLAIN_KEY.fullmatch(str(key)):
-            child = f"{path}.{key}" if path else str(key)
-        else:  # a property or key that would blur the path is shown quoted
-            child = f"{path}[{json.dumps(str(key), ensure_ascii=False)}]"
-        problems += _flatten(nested, child)
+        # A property or key that would blur the path is shown quoted.
+        problems += _flatten(nested, path if key == "_schema" else child_path(path, key))
     return problems
 
 
@@ -479,6 +520,9 @@ _YamlLoader.yaml_implicit_resolvers = {
 }
 
 
+_TOO_DEEP = object()
+
+
 def load_rules_file(path: str | Path) -> Rule:
     """Read and validate a rule tree from a .json, .yaml or .yml file; errors name the file."""
     source = str(path)
@@ -486,11 +530,19 @@ def load_rules_file(path: str | Path) -> Rule:
     if suffix not in (".json", ".yaml", ".yml"):
         raise RuleError([("", "a rules file must end in .json, .yaml or .yml")], source)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise RuleError([("", f"is larger than {MAX_FILE_BYTES // 1024 // 1024} MB; split the segment")], source)
+        text = raw.decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise RuleError([("", f"cannot read the file: {err}")], source) from None
     try:
-        data = json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
+        # The parsers recurse once per level: the nesting is measured first, without recursion.
+        if json_deeper_than(text, MAX_NESTING) if suffix == ".json" else yaml_depth(text, _YamlLoader) > MAX_NESTING:
+            data = _TOO_DEEP
+        else:
+            data = json.loads(text) if suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
     except json.JSONDecodeError as err:
         raise RuleError([(f"line {err.lineno}, column {err.colno}", f"not valid JSON: {err.msg}")], source) from None
     except yaml.YAMLError as err:
@@ -498,6 +550,11 @@ def load_rules_file(path: str | Path) -> Rule:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise RuleError([(where, f"not valid YAML: {problem}")], source) from None
+    except ValueError as err:  # a number too long to convert, among others
+        raise RuleError([("", f"cannot be read: {err}")], source) from None
+    if data is _TOO_DEEP:
+        problem = f"nests lists and mappings more than {MAX_NESTING} levels deep; flatten the rule"
+        raise RuleError([("", problem)], source)
     if data is None:
         raise RuleError([("", "the file holds no rule")], source)
     try:

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from segments.compiler import count_contacts, preview_contacts
 from segments.models import Contact, Segment
+from segments.plain_data import refused_char
 from segments.rules import Rule, RuleError, parse_rules, rule_to_data
 
 NAME_LENGTH = Segment.__table__.c.name.type.length
@@ -38,6 +39,7 @@ def create_segment(
 ) -> Segment:
     """Save a new segment; RuleError if the rules are invalid, DuplicateSegment if the name is taken."""
     name = _checked_name(name)
+    description = _checked_description(description)
     data = rule_to_data(parse_rules(rules))
     if get_segment_by_name(session, name) is not None:
         raise DuplicateSegment(f"a segment named {name!r} already exists")
@@ -57,7 +59,7 @@ def update_segment(
     if rules is not None:
         segment.rules = rule_to_data(parse_rules(rules))
     if description is not None:
-        segment.description = description
+        segment.description = _checked_description(description)
     session.flush()
     return segment
 
@@ -70,7 +72,9 @@ def save_segment(session: Session, name: str, rules: Rule | dict[str, Any], desc
 
 
 def get_segment_by_name(session: Session, name: str) -> Segment | None:
-    """The segment called ``name``, or None."""
+    """The segment called ``name``, or None (also for a name no segment can have, such as one holding NUL)."""
+    if refused_char(name) is not None:
+        return None
     return session.scalar(select(Segment).where(Segment.name == name.strip()))
 
 
@@ -103,4 +107,12 @@ def _checked_name(name: str) -> str:
     name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > NAME_LENGTH:
         raise SegmentError(f"a segment name must be 1 to {NAME_LENGTH} characters, not {name!r}")
+    if (problem := refused_char(name)) is not None:
+        raise SegmentError(f"a segment name {problem}: {ascii(name)}")
     return name
+
+
+def _checked_description(description: str | None) -> str | None:
+    if description is not None and (problem := refused_char(description)) is not None:
+        raise SegmentError(f"the description {problem}")
+    return description

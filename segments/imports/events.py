@@ -41,6 +41,8 @@ class Incoming:
 def _event(line: int, external_id, type_, occurred_at, keys, properties) -> Incoming:
     if type_ is None:
         raise values.BadValue("type: is required")
+    if not isinstance(type_, str):
+        raise values.BadValue("type: must be text")
     try:
         type_ = values.event_type(type_)
     except values.BadValue as exc:
@@ -57,6 +59,8 @@ def _event(line: int, external_id, type_, occurred_at, keys, properties) -> Inco
         content = json.dumps([type_, moment.isoformat(), sorted(keys), properties], sort_keys=True, default=str)
         external_id = "sha256:" + hashlib.sha256(content.encode("utf-8", "surrogateescape")).hexdigest()
     else:
+        if isinstance(external_id, bool) or not isinstance(external_id, (str, int)):
+            raise values.BadValue("id: must be text or a whole number")
         try:
             external_id = values.identifier(str(external_id))
         except values.BadValue as exc:

@@ -20,10 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from segments.csv_output import SafeWriter
+from segments.plain_data import json_deeper_than
+
 MAX_RECORD_LINES = 100
 # Below csv's own field limit (131,072 characters), so that one never fires first.
 MAX_RECORD_CHARS = 100_000
 REJECTED_LINE_CHARS = 1000  # what the rejects file keeps of a line too long to import
+MAX_JSON_NESTING = 20  # a JSON Lines record nests three levels; Python's parser would fail near a thousand
 
 
 _READ_AGAIN = "; "  # between an unterminated quote's reason and what happens to the lines it swallowed
@@ -312,6 +316,8 @@ class JsonLinesRecords:
 
     @staticmethod
     def _record(number: int, line: str) -> Record:
+        if json_deeper_than(line, MAX_JSON_NESTING):  # json.loads recurses once per level
+            return Record(number, None, raw=line, problem=f"nests JSON more than {MAX_JSON_NESTING} levels deep")
         try:
             value = json.loads(line)
         except ValueError as exc:
@@ -329,7 +335,11 @@ def jsonl_records(text: io.TextIOWrapper) -> JsonLinesRecords:
 
 
 class RejectsFile:
-    """The CSV of rejected rows: line, reason, then the row as it was. Created on first use."""
+    """The CSV of rejected rows: line, reason, then the row as it was. Created on first use.
+
+    Cells a spreadsheet would run as formulas are written with a ``'`` in
+    front (see :mod:`segments.csv_output`).
+    """
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
@@ -351,8 +361,11 @@ class RejectsFile:
                 self._file = open(self.path, "w", newline="", encoding="utf-8", errors="surrogateescape")
             except OSError as exc:
                 raise FileProblem(f"the rejects file {self.path} cannot be written: {exc.strerror}") from None
-            self._writer = csv.writer(self._file)
+            self._writer = SafeWriter(self._file)
             self._writer.writerow(["line", "reason", *self.header])
+        # A reason may quote a value that came from a JSON escape, such as a
+        # lone "\ud800", that no encoding can write: it is written escaped.
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
         self._writer.writerow([line, reason, *fields])
         self.count += 1
 

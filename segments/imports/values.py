@@ -21,6 +21,7 @@ from segments.models import (
     TAG_LENGTH,
     TIMEZONE_LENGTH,
 )
+from segments.plain_data import refused_char
 
 T = TypeVar("T")
 ATTRIBUTE_NAME_LENGTH = TAG_LENGTH
@@ -39,10 +40,12 @@ CHANNEL = re.compile(r"[a-z][a-z0-9_]*")
 KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,15})")
 DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
-# Control characters never belong in a one-line field; lone surrogates are
-# bytes that were not UTF-8 (the reader decodes with surrogateescape).
-ONE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
-MULTI_LINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\udc80-\udcff]")
+# Control characters never belong in a one-line field. Lone surrogates from
+# U+DC80 to U+DCFF are bytes that were not UTF-8 (the reader decodes with
+# surrogateescape); any other lone surrogate came from a JSON escape such as
+# "\ud800", and no database can store it.
+ONE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+MULTI_LINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 TRUE_WORDS = frozenset({"true", "yes", "1", "y"})
 FALSE_WORDS = frozenset({"false", "no", "0", "n"})
 
@@ -80,6 +83,8 @@ def _forbidden(value: str, pattern: re.Pattern) -> None:
     char = found.group()
     if "\udc80" <= char <= "\udcff":
         raise BadValue(f"is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02X})")
+    if "\ud800" <= char <= "\udfff":
+        raise BadValue(refused_char(char))
     if char in "\r\n":
         raise BadValue("contains a line break")
     raise BadValue(f"contains the control character U+{ord(char):04X}")

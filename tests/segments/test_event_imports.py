@@ -54,8 +54,8 @@ def test_pos_purchases_join_the_contact_by_loyalty_card(session):
 
 
 def test_reimporting_adds_no_duplicates_with_or_without_ids(session):
-    without_ids = (
-        "type,occurred_at,email\nvisit,2026-11-01T10:00:00Z,ana@example.com\nvisit,2026-11-02T10:00:00Z,ana@example.com\n"
+    without_ids = "type,occurred_at,email\n" + (
+        "visit,2026-11-01T10:00:00Z,ana@example.com\nvisit,2026-11-02T10:00:00Z,ana@example.com\n"
     )
     load(session, POS, channel="pos")
     load(session, without_ids, channel="web")
