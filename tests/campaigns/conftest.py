@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
 
 import pytest
@@ -93,6 +96,27 @@ def worker_config(engine, tmp_path, delivery_url: str, workers: int = 1) -> Work
         instance_path=str(tmp_path / "instance"),
         half_life_days=30.0,
         workers=workers,
+    )
+
+
+def patron_environment(engine, tmp_path, delivery_url: str) -> dict[str, str]:
+    """The environment a ``patron`` process needs to send through ``delivery_url`` on the test database."""
+    return {
+        **os.environ,
+        "PATRON_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "PATRON_INSTANCE_PATH": str(tmp_path / "instance"),
+        "PATRON_DELIVERY_URL": delivery_url,
+        "PATRON_SECRET_KEY": SECRET,
+    }
+
+
+def start_send(env: dict[str, str], campaign_id: int, *options: str) -> subprocess.Popen:
+    """``patron campaigns send ID --wait [options]`` in a process of its own, stderr kept for messages."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "web.cli", "campaigns", "send", str(campaign_id), "--wait", *options],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 

@@ -9,7 +9,6 @@ that still stops a worker's batch pauses the run with the reason.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -32,7 +31,7 @@ from content.models import Layout, LayoutVersion
 from content.packs import PackError, import_pack
 from content.rendering import html_environment
 from delivery.models import Delivery
-from tests.campaigns.conftest import CAMPAIGN, SECRET, add_contacts, pack_blocks
+from tests.campaigns.conftest import CAMPAIGN, add_contacts, pack_blocks, patron_environment
 from tests.packs import LAYOUT, block, write_pack
 
 NOSUCHFILTER = "{{ contact.first_name | nosuchfilter }}"
@@ -384,13 +383,7 @@ def test_create_preview_send_resume_and_status_say_what_is_wrong_in_one_line(run
 
 
 def patron_env(engine, tmp_path) -> dict:
-    return {
-        **os.environ,
-        "PATRON_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "PATRON_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PATRON_DELIVERY_URL": f"outbox://{tmp_path / 'outbox'}",
-        "PATRON_SECRET_KEY": SECRET,
-    }
+    return patron_environment(engine, tmp_path, f"outbox://{tmp_path / 'outbox'}")
 
 
 def patron(env, *args) -> subprocess.CompletedProcess:

@@ -6,7 +6,6 @@ start line (their stdin) so that they reach ``start_run`` together rather than a
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from sqlalchemy import func, select, text
 from campaigns.models import Run
 from campaigns.runs import RunError, start_run
 from segments.db import make_session_factory
-from tests.campaigns.conftest import SECRET, add_campaign, add_contacts
+from tests.campaigns.conftest import add_campaign, add_contacts, patron_environment
 
 SENDERS = 4
 RECIPIENTS = 12
@@ -89,13 +88,7 @@ def check_one_won(results: list[subprocess.CompletedProcess]) -> None:
 def test_concurrent_sends_make_one_run_and_mail_each_address_once(session, engine, tmp_path, pack, smtp_server):
     add_contacts(session, [{"email": f"p{i}@example.com", "first_name": f"P{i}"} for i in range(RECIPIENTS)])
     campaign = add_campaign(session)
-    env = {
-        **os.environ,
-        "PATRON_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "PATRON_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PATRON_DELIVERY_URL": smtp_server.url,
-        "PATRON_SECRET_KEY": SECRET,
-    }
+    env = patron_environment(engine, tmp_path, smtp_server.url)
     send = ("campaigns", "send", str(campaign.id), "--wait")
 
     check_one_won(race(env, *send))

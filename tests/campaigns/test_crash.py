@@ -8,7 +8,6 @@ accepted included; the tests print the count (``pytest -s``).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from sqlalchemy import func, insert, select
 from campaigns.batches import SEND_AHEAD
 from delivery.models import Delivery
 from segments.models import Consent, Contact
-from tests.campaigns.conftest import SECRET, add_campaign
+from tests.campaigns.conftest import add_campaign, patron_environment, start_send
 from tests.delivery.faulty_smtp import FaultySmtp
 
 RECIPIENTS = 3000
@@ -43,26 +42,11 @@ def add_audience(session, size: int) -> None:
     session.commit()
 
 
-def environment(engine, tmp_path, delivery_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PATRON_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-        "PATRON_INSTANCE_PATH": str(tmp_path / "instance"),
-        "PATRON_DELIVERY_URL": delivery_url,
-        "PATRON_SECRET_KEY": SECRET,
-    }
-
-
 def test_sigkill_then_resume_sends_each_address_at_most_once(session, engine, tmp_path, pack, smtp_server):
     add_audience(session, RECIPIENTS)
     campaign = add_campaign(session)
-    env = environment(engine, tmp_path, smtp_server.url)
-    sender = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "campaigns", "send", str(campaign.id), "--wait"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    env = patron_environment(engine, tmp_path, smtp_server.url)
+    sender = start_send(env, campaign.id)
     deadline = time.monotonic() + 120
     while len(smtp_server.messages) < RECIPIENTS // 4:
         assert sender.poll() is None, sender.stderr.read().decode()
@@ -109,13 +93,8 @@ def test_sigkill_while_the_server_holds_its_reply_after_the_dot(session, engine,
     add_audience(session, 60)
     campaign = add_campaign(session)
     with FaultySmtp(lambda number, recipient: "hold_after_dot" if number == 20 else None) as server:
-        env = environment(engine, tmp_path, server.url)
-        sender = subprocess.Popen(
-            [sys.executable, "-m", "web.cli", "campaigns", "send", str(campaign.id), "--wait"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        env = patron_environment(engine, tmp_path, server.url)
+        sender = start_send(env, campaign.id)
         handed = select(func.count()).where(Delivery.status == "sending", Delivery.message_id.is_not(None))
         deadline = time.monotonic() + 60
         # Held, and the worker has handed over all it may: it waits for the sender.
@@ -147,13 +126,8 @@ def test_ctrl_c_leaves_no_row_in_flight_and_nothing_unknown(session, engine, tmp
     """An interrupted send (an exception in the batch) sends what it handed over and gives back the rest."""
     add_audience(session, 400)
     campaign = add_campaign(session)
-    env = environment(engine, tmp_path, smtp_server.url)
-    sender = subprocess.Popen(
-        [sys.executable, "-m", "web.cli", "campaigns", "send", str(campaign.id), "--wait"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    env = patron_environment(engine, tmp_path, smtp_server.url)
+    sender = start_send(env, campaign.id)
     deadline = time.monotonic() + 120
     while len(smtp_server.messages) < 50:
         assert sender.poll() is None, sender.stderr.read().decode()

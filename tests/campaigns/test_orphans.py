@@ -6,7 +6,6 @@ mailed twice. Real processes, a real SIGKILL, a slow real SMTP server; processes
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from sqlalchemy import insert, select
 
 from campaigns.batches import SEND_AHEAD
 from segments.models import Consent, Contact
-from tests.campaigns.conftest import SECRET, add_campaign
+from tests.campaigns.conftest import add_campaign, patron_environment
 from tests.delivery.faulty_smtp import FaultySmtp
 
 RECIPIENTS = 1200  # two batches of 500 and one of 200: both workers busy
@@ -63,13 +62,7 @@ def test_kill_9_of_the_parent_ends_its_workers_and_resume_finishes_the_run(sessi
     session.commit()
     campaign = add_campaign(session)
     with FaultySmtp(lambda number, recipient: "slow_reply") as server:
-        env = {
-            **os.environ,
-            "PATRON_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-            "PATRON_INSTANCE_PATH": str(tmp_path / "instance"),
-            "PATRON_DELIVERY_URL": server.url,
-            "PATRON_SECRET_KEY": SECRET,
-        }
+        env = patron_environment(engine, tmp_path, server.url)
         parent = subprocess.Popen(
             [sys.executable, "-m", "web.cli", "campaigns", "send", str(campaign.id), "--wait", "--workers", "2"],
             env=env,
