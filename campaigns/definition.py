@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from content.checking import check_template
 from content.selection import normalize_locale
+from segments.plain_data import load_yaml
 from segments.rules import RuleError, error_paths, parse_rules
 
 _TAGS = fields.List(fields.String(), load_default=list)
@@ -154,7 +155,7 @@ def load_definition(path: Path | str) -> dict[str, Any]:
     """Read and check a campaign YAML file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise CampaignError(f"{path}: cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:

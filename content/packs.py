@@ -27,10 +27,11 @@ from sqlalchemy.orm import Session
 
 from content.checking import check_template
 from content.models import Block, BlockVersion, Layout, LayoutVersion, Pack
-from content.packfiles import MISSING, PackFileError, PackFiles, load_yaml, pack_path
+from content.packfiles import MISSING, PackFileError, PackFiles, pack_path
 from content.selection import normalize_locale
 from segments.db import utcnow
 from segments.models import LOCALE_LENGTH
+from segments.plain_data import load_yaml
 from segments.rules import error_paths
 
 MANIFEST = "pack.yaml"

@@ -9,7 +9,9 @@ the same on both back-ends.
 Parsers of JSON (Python's ``json``) and YAML (PyYAML's composer) recurse once
 per level of nesting, so a deep enough document raises ``RecursionError``.
 :func:`json_depth` and :func:`yaml_depth` measure the nesting without
-recursion, before anything parses the text.
+recursion, before anything parses the text; :func:`load_yaml` parses YAML
+bounded in depth and in values after alias expansion (content packs,
+campaign files).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import re
 from typing import Any
 
 import yaml
+
+MAX_YAML_DEPTH = 20  # nested lists and mappings in one YAML document
+MAX_YAML_VALUES = 10_000  # values in one YAML document, counting every alias as the values it repeats
 
 REFUSED = re.compile("[\x00\ud800-\udfff]")
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -116,3 +121,77 @@ def yaml_depth(text: str, loader: type = yaml.SafeLoader) -> int:
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             depth -= 1
     return deepest
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing lists and mappings nested deeper than :data:`MAX_YAML_DEPTH` before its
+    recursive composer descends into them, and reporting a value it cannot build (a date that doesn't exist, a
+    5,000-digit integer) as a YAML error at its line rather than raising whatever Python raised."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self._depth >= MAX_YAML_DEPTH and self.check_event(yaml.CollectionStartEvent):
+            raise _too_much(f"nests lists and mappings more than {MAX_YAML_DEPTH} deep", self.peek_event())
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, OverflowError, TypeError) as exc:
+            value = str(node.value)
+            shown = value if len(value) <= 40 else value[:37] + "..."
+            reason = str(exc).split(";")[0]  # not Python's advice to the programmer (set_int_max_str_digits)
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read the value {shown!r} ({reason})", node.start_mark
+            ) from None
+
+
+def load_yaml(source: str) -> Any:
+    """The YAML document ``source`` (YAML 1.1, safe types only) once it is known to be bounded.
+
+    Raises ``yaml.YAMLError`` (with ``problem_mark`` where known) for invalid YAML, for nesting deeper than
+    :data:`MAX_YAML_DEPTH` and for more than :data:`MAX_YAML_VALUES` values counting alias expansions, so
+    neither PyYAML's recursive composer nor anything that walks the result can run out of stack or memory.
+    """
+    loader = _BoundedLoader(source)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        sizes: dict[int, int] = {}
+        total = 0
+        # Counted per top-level entry, so the error points at the entry that goes past the limit.
+        for node in (n for pair in root.value for n in pair) if isinstance(root, yaml.MappingNode) else [root]:
+            total += _values(node, sizes)
+            if total > MAX_YAML_VALUES:
+                raise _too_much(f"holds more than {MAX_YAML_VALUES} values (counting what each alias repeats)", node)
+        return loader.construct_document(root)
+    finally:
+        loader.dispose()
+
+
+def _values(node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (each shared node counted once, then
+    reused: the count of a "billion laughs" document is a big number, never a big structure)."""
+    if id(node) not in sizes:
+        if isinstance(node, yaml.ScalarNode):
+            sizes[id(node)] = 1
+        else:
+            sizes[id(node)] = 0  # in progress: an alias back to it (&a [*a]) would be endless
+            children = (n for pair in node.value for n in pair) if isinstance(node, yaml.MappingNode) else node.value
+            sizes[id(node)] = 1 + sum(_values(child, sizes) for child in children)
+    elif sizes[id(node)] == 0:
+        raise _too_much("refers to itself through an alias, which makes it endless", node)
+    return sizes[id(node)]
+
+
+def _too_much(problem: str, where) -> yaml.YAMLError:
+    """A YAML error at the start of ``where`` (an event or a node)."""
+    return yaml.MarkedYAMLError(problem=problem, problem_mark=where.start_mark)

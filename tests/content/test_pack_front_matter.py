@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from content.models import Block
-from content.packfiles import MAX_YAML_VALUES
 from content.packs import import_pack
+from segments.plain_data import MAX_YAML_VALUES
 from tests.packs import block, write_pack
 
 PATRON = Path(sys.executable).parent / "patron"
