@@ -121,6 +121,23 @@ def test_a_bad_campaign_file_names_the_field(runner, tmp_path):
     assert "give exactly one of `segment`" in result.output
 
 
+@pytest.mark.parametrize(
+    ("yaml_text", "problem"),
+    [
+        ("name: x\nsegment: &a [*a]\n", "line 2: not valid YAML: refers to itself through an alias"),
+        ("name: x\nrules: " + "[" * 1000 + "]" * 1000 + "\n", "line 2: not valid YAML: nests lists and mappings"),
+        ("name: x\nstarts: 2026-02-30\n", "line 2: not valid YAML: cannot read the value '2026-02-30'"),
+    ],
+)
+def test_a_hostile_campaign_file_is_one_line_naming_its_line(runner, tmp_path, yaml_text, problem):
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml_text)
+    result = runner.invoke(args=["campaigns", "create", str(path)])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"Error: {path}, {problem}")
+
+
 def test_pause_resume_and_cancel_a_run(runner, session, tmp_path):
     from campaigns.runs import start_run
 
