@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from segments.db import Base, BigId, JsonDoc, UTCDateTime, utcnow
-from segments.models import EMAIL_LENGTH, LOCALE_LENGTH
+from segments.models import EMAIL_LENGTH, IDENTIFIER_LENGTH, LOCALE_LENGTH
 
 # pending -> sending -> sent | failed | skipped | unknown
 STATUSES = ("pending", "sending", "sent", "failed", "skipped", "unknown")
+# What can come back: from a message (all but conversion always name their delivery) or from the contact.
+RESPONSE_KINDS = ("open", "click", "unsubscribe", "bounce", "complaint", "conversion")
+BOUNCE_TYPES = ("hard", "soft")
+MACHINE_REASONS = ("apple_mpp", "scanner", "prefetch", "bot")
 
 
 class Delivery(Base):
@@ -59,5 +63,45 @@ class Link(Base):
     url: Mapped[str] = mapped_column(Text)
     # The block version the link is in (None: the layout's own), so a click tells which block it was.
     block_version_id: Mapped[int | None] = mapped_column(BigId)
+    # That block version's interest weights ({tag: weight}) when registered: what a human click teaches.
+    interests: Mapped[dict[str, float] | None] = mapped_column(JsonDoc)
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Response(Base):
+    """What came back: an open, click, unsubscribe, bounce or complaint on one message, or a conversion.
+
+    Every response also becomes an ``Event`` on the contact's timeline (channel ``email``); this table is
+    the ledger's side of it, indexed for reports by run and for attribution by contact and time.
+    ``external_id`` makes a response idempotent where its source has an id: a conversion's order id, a
+    bounce message's own digest. ``value_minor`` is a conversion's value in the currency's minor units
+    (ISO 4217 via Babel: cents for EUR, yen for JPY).
+    """
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        UniqueConstraint("kind", "external_id"),
+        Index("ix_responses_run_id_kind", "run_id", "kind"),
+        Index("ix_responses_delivery_id", "delivery_id"),
+        Index("ix_responses_contact_id_kind_occurred_at", "contact_id", "kind", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id", ondelete="SET NULL"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    link_id: Mapped[int | None] = mapped_column(BigId)
+    block_version_id: Mapped[int | None] = mapped_column(BigId)
+    machine: Mapped[bool] = mapped_column(Boolean, default=False)
+    machine_reason: Mapped[str | None] = mapped_column(String(16))  # one of MACHINE_REASONS
+    bounce_type: Mapped[str | None] = mapped_column(String(16))  # one of BOUNCE_TYPES
+    status: Mapped[str | None] = mapped_column(String(16))  # a bounce's enhanced status code (RFC 3463)
+    external_id: Mapped[str | None] = mapped_column(String(IDENTIFIER_LENGTH))
+    value_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    user_agent: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[dict | None] = mapped_column(JsonDoc)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -36,6 +36,8 @@ class Contact(Base):
     timezone: Mapped[str | None] = mapped_column(String(TIMEZONE_LENGTH))
     attributes: Mapped[dict[str, Any]] = mapped_column(JsonDoc, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="active", index=True)
+    # The contact's own cap from the preference page, as a campaign's: {"max": 1, "days": 7}; None: no cap.
+    frequency_cap: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -126,6 +128,15 @@ class Suppression(Base):
     email: Mapped[str] = mapped_column(String(EMAIL_LENGTH), primary_key=True)
     reason: Mapped[str] = mapped_column(String(32))
     source: Mapped[str | None] = mapped_column(String(SOURCE_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Erasure(Base):
+    """What is left of an erased person: a digest of their address, so no import or send brings them back."""
+
+    __tablename__ = "erasures"
+
+    email_digest: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 hex of the normalized email
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
