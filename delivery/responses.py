@@ -401,16 +401,16 @@ def _conversion_contact(session: Session, email, contact_id, delivery_id) -> tup
     """(contact id or None, delivery row or None) from the identifiers given; ConversionError for bad ones."""
     delivery = None
     if delivery_id is not None:
-        if isinstance(delivery_id, bool) or not isinstance(delivery_id, int):
-            raise ConversionError("delivery_id: must be an integer")
+        if not _is_id(delivery_id):
+            raise ConversionError("delivery_id: must be a positive integer")
         delivery = session.execute(
             select(Delivery.id, Delivery.run_id, Delivery.contact_id).where(Delivery.id == delivery_id)
         ).first()
         if delivery is None:
             raise ConversionError(f"delivery_id: no message {delivery_id}")
     if contact_id is not None:
-        if isinstance(contact_id, bool) or not isinstance(contact_id, int):
-            raise ConversionError("contact_id: must be an integer")
+        if not _is_id(contact_id):
+            raise ConversionError("contact_id: must be a positive integer")
         if session.scalar(select(Contact.id).where(Contact.id == contact_id)) is None:
             raise ConversionError(f"contact_id: no contact {contact_id}")
         return contact_id, delivery
@@ -425,6 +425,11 @@ def _conversion_contact(session: Session, email, contact_id, delivery_id) -> tup
     if delivery is not None:
         return delivery.contact_id, delivery
     raise ConversionError("contact_id: name the customer by contact_id, email or delivery_id")
+
+
+def _is_id(value) -> bool:
+    """A row id the databases can hold: a positive 64-bit integer (PostgreSQL refuses a larger one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
 
 
 def _last_human_click(session: Session, contact_id: int, occurred_at: datetime, window_days: float):

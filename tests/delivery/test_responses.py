@@ -271,6 +271,9 @@ def test_a_conversion_is_attributed_to_the_last_human_click_in_the_window_and_te
         ({"email": "not an address"}, "email"),
         ({"email": None, "contact_id": 10**9}, "contact_id"),
         ({"email": None, "delivery_id": 10**9}, "delivery_id"),
+        ({"email": None, "delivery_id": 10**30}, "delivery_id"),
+        ({"email": None, "contact_id": -1}, "contact_id"),
+        ({"email": None, "contact_id": "7"}, "contact_id"),
         ({"email": None}, "contact_id"),
     ],
 )
