@@ -41,6 +41,7 @@ def test_the_pixel_is_a_real_uncached_1x1_gif_and_records_the_open(client, sent,
     assert answer.headers["Content-Type"] == "image/gif"
     assert answer.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
     assert (answer.headers["Pragma"], answer.headers["Expires"]) == ("no-cache", "0")
+    session.commit()
     assert session.scalar(select(Response.kind).where(Response.delivery_id == sent["ana@example.com"].delivery_id)) == (
         "open"
     )
@@ -51,6 +52,7 @@ def test_a_click_redirects_to_the_registered_url_records_it_and_sets_the_attribu
     link_id = int(mail.clicks[0].split("/")[3])
     answer = client.get(mail.clicks[0] + "?url=https://evil.example.org/", headers={"User-Agent": "Mozilla/5.0"})
     assert answer.status_code == 302
+    session.commit()  # a fresh snapshot: see what the app committed
     assert answer.headers["Location"] == session.get(Link, link_id).url
     assert answer.headers["Cache-Control"] == "no-store"
     assert answer.headers["Referrer-Policy"] == "no-referrer"
@@ -105,9 +107,11 @@ def test_any_token_text_is_a_404_never_a_server_error(client, token):
     from urllib.parse import quote
 
     quoted = quote(token, safe="")
+    # A "/" in the token makes another path: no route (404) or, for /u/, a route of another method (405).
+    refused = {404} if "/" not in token else {404, 405}
     for path in (f"/r/1/1/{quoted}", f"/o/1/{quoted}.gif", f"/u/1/{quoted}"):
-        assert client.get(path).status_code == 404
-    assert client.post(f"/u/1/{quoted}", data={"List-Unsubscribe": "One-Click"}).status_code == 404
+        assert client.get(path).status_code in refused
+    assert client.post(f"/u/1/{quoted}", data={"List-Unsubscribe": "One-Click"}).status_code in refused
 
 
 def test_one_click_post_exactly_as_gmail_sends_it_unsubscribes_with_no_cookie_or_csrf_token(client, sent, session):

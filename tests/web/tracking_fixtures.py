@@ -11,6 +11,7 @@ import pytest
 from campaigns.executors import execute_run
 from campaigns.runs import start_run
 from delivery.models import Delivery
+from segments.models import Consent
 from tests.campaigns.conftest import BASE_URL, SECRET, add_campaign, add_contacts, pack, parse, worker_config  # noqa: F401
 from web import create_app
 
@@ -72,7 +73,9 @@ def read_mail(raw: bytes, delivery_ids: dict[str, int]) -> Mail:
 
 def send_to_outbox(session, engine, tmp_path) -> dict[str, Mail]:
     """Send one campaign to PEOPLE through the real pipeline into a maildir outbox; their mails by address."""
-    add_contacts(session, [dict(person) for person in PEOPLE])
+    for person in add_contacts(session, [dict(person) for person in PEOPLE]):
+        session.merge(Consent(contact_id=person.id, purpose="tracking", granted=True, source="test"))
+    session.commit()
     campaign = add_campaign(session)
     run = start_run(session, campaign.id)
     session.commit()

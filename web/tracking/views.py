@@ -28,8 +28,8 @@ from web.tracking.strings import FALLBACK, page_language, strings
 
 log = logging.getLogger(__name__)
 
-# The smallest transparent GIF: 1x1, one-colour palette, 43 bytes.
-PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+# A transparent 1x1 GIF89a: two-colour palette, transparency extension, 43 bytes.
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
 NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache", "Expires": "0"}
 MAX_BODY_BYTES = 16 * 1024  # a preference form is well under 2 KiB
 MAX_USER_AGENT = 255  # the responses table's column
@@ -78,7 +78,7 @@ def page_headers(response):
     return response
 
 
-@bp.get("/o/<int:delivery_id>/<token>.gif")
+@bp.get("/o/<int:delivery_id>/<token>.gif", merge_slashes=False)
 def open_pixel(delivery_id: int, token: str):
     """The open pixel: a 43-byte GIF that is never cached; the open is recorded when the token verifies."""
     if not signer().verify(token, "o", delivery_id):
@@ -96,7 +96,7 @@ def open_pixel(delivery_id: int, token: str):
     return response
 
 
-@bp.get("/r/<int:delivery_id>/<int:link_id>/<token>")
+@bp.get("/r/<int:delivery_id>/<int:link_id>/<token>", merge_slashes=False)
 def click(delivery_id: int, link_id: int, token: str):
     """A click: recorded, then a 302 to the URL registered at send time. Any query string is ignored."""
     if not signer().verify(token, "r", delivery_id, link_id):
@@ -133,7 +133,7 @@ def _one_click_body() -> bool:
     return request.get_data(cache=False).strip() == f"List-Unsubscribe={ONE_CLICK}".encode()
 
 
-@bp.post("/u/<int:delivery_id>/<token>")
+@bp.post("/u/<int:delivery_id>/<token>", merge_slashes=False)
 def one_click_unsubscribe(delivery_id: int, token: str):
     """RFC 8058 one-click unsubscribe: no cookie, no CSRF token; any other body is a 400."""
     if not signer().verify(token, "u", delivery_id):
@@ -166,8 +166,10 @@ def _offered_tags(session) -> list[str]:
     return sorted(tags)[:MAX_TAGS]
 
 
-@bp.route("/u/<int:delivery_id>/<token>", methods=["GET"])
-@bp.route("/u/<int:delivery_id>/<token>/preferences", methods=["POST"], endpoint="save_preferences")
+@bp.route("/u/<int:delivery_id>/<token>", methods=["GET"], merge_slashes=False)
+@bp.route(
+    "/u/<int:delivery_id>/<token>/preferences", methods=["POST"], endpoint="save_preferences", merge_slashes=False
+)
 def preferences(delivery_id: int, token: str):
     """The unsubscribe confirmation (one button) and the preference page; a GET changes nothing."""
     if not signer().verify(token, "u", delivery_id):
