@@ -59,9 +59,7 @@ def check_address_free(host: str, port: int) -> None:
             probe.bind(address)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise click.ClickException(
-                    f"{bind_address(host, port)} is already in use; pick another --port"
-                ) from None
+                raise click.ClickException(f"{bind_address(host, port)} is in use; pick another --port") from None
             raise click.ClickException(f"cannot listen on {bind_address(host, port)}: {exc.strerror}") from None
 
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import lxml.html
@@ -14,6 +22,9 @@ from delivery.models import Delivery
 from segments.models import Consent
 from tests.campaigns.conftest import BASE_URL, SECRET, add_campaign, add_contacts, pack, parse, worker_config  # noqa: F401
 from web import create_app
+
+# The installed command, as a user runs it (``python -m web.cli`` warns about the package importing it first).
+PATRON = str(Path(sys.executable).with_name("patron"))
 
 PEOPLE = [
     {"email": "ana@example.com", "first_name": "Ana", "locale": "es-MX", "interests": {"pizza": 5}},
@@ -90,3 +101,47 @@ def send_to_outbox(session, engine, tmp_path) -> dict[str, Mail]:
 @pytest.fixture
 def sent(session, engine, tmp_path, pack):  # noqa: F811
     return send_to_outbox(session, engine, tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Return once something accepts connections on ``port``; fail with the server's output if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"patron serve exited with {process.returncode}: {process.stderr.read()!r}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"patron serve did not listen on {port} within {timeout}s")
+
+
+@contextmanager
+def serving(env: dict[str, str], *options: str, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``patron serve`` in a process of its own on a free port: (base URL, process); stopped with SIGTERM after."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        [PATRON, "serve", "--port", str(port), *options],
+        env={**env, "PATRON_BASE_URL": env.get("PATRON_BASE_URL") or f"http://127.0.0.1:{port}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
