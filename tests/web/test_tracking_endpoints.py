@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from delivery.models import Link, Response
-from segments.models import Contact, Event, Suppression
+from segments.models import Consent, Contact, Event, Suppression
 
 NO_RETRY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -214,4 +214,17 @@ def test_when_the_database_fails_a_click_is_a_503_and_the_pixel_still_an_image(c
     assert click.status_code == 503 and "Location" not in click.headers
     assert client.get_cookie("patron_click") is None
     assert pixel.status_code == 200 and pixel.get_data()[:6] == b"GIF89a"
+    assert responses(session) == 0
+
+
+def test_a_click_after_tracking_consent_is_withdrawn_redirects_but_records_nothing_and_sets_no_cookie(
+    client, sent, session
+):
+    mail = sent["bob@example.com"]
+    contact_id = session.scalar(select(Contact.id).where(Contact.email == mail.email))
+    session.merge(Consent(contact_id=contact_id, purpose="tracking", granted=False, source="test"))
+    session.commit()
+    answer = client.get(mail.clicks[0])
+    assert answer.status_code == 302 and answer.headers["Location"]
+    assert client.get_cookie("patron_click") is None and "Set-Cookie" not in answer.headers
     assert responses(session) == 0
