@@ -35,6 +35,11 @@ def test_postgresql_urls_use_psycopg_3(tmp_path):
         ("PATRON_BASE_URL", "https://example.com/?a=1", "query"),
         ("PATRON_INTEREST_HALF_LIFE_DAYS", "soon", "must be a number"),
         ("PATRON_INTEREST_HALF_LIFE_DAYS", "-3", "positive"),
+        ("PATRON_BOUNCE_DOMAIN", "not a domain", "domain name"),
+        ("PATRON_BOUNCE_DOMAIN", "bounces.example.com\r\nBcc: x", "domain name"),
+        ("PATRON_SOFT_BOUNCE_LIMIT", "2.5", "whole number"),
+        ("PATRON_SOFT_BOUNCE_LIMIT", "0", "positive"),
+        ("PATRON_SOFT_BOUNCE_DAYS", "soon", "must be a number"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path, variable, value, message):
@@ -62,3 +67,12 @@ def test_old_secret_keys_are_read_for_rotation_and_never_shown_when_refused(tmp_
         load_settings({"PATRON_OLD_SECRET_KEYS": f"{old},short-key"}, instance_path=tmp_path)
     assert "PATRON_OLD_SECRET_KEYS: key 2 of 2 is 9 characters" in str(refused.value)
     assert "short-key" not in str(refused.value)
+
+
+def test_bounce_settings_default_to_the_sender_domain_and_three_soft_bounces_in_30_days(tmp_path):
+    settings = load_settings({}, instance_path=tmp_path)
+    assert (settings.bounce_domain, settings.soft_bounce_limit, settings.soft_bounce_days) == (None, 3, 30.0)
+    environ = {"PATRON_BOUNCE_DOMAIN": "Bounces.Example.COM", "PATRON_SOFT_BOUNCE_LIMIT": "5"}
+    settings = load_settings({**environ, "PATRON_SOFT_BOUNCE_DAYS": "7"}, instance_path=tmp_path)
+    assert settings.bounce_domain == "bounces.example.com"
+    assert (settings.soft_bounce_limit, settings.soft_bounce_days) == (5, 7.0)
