@@ -40,7 +40,7 @@ _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _MESSAGE_ID = re.compile(r"^[ \t]*Message-ID:[ \t]*(<[^<>\s]{3,250}>)", re.IGNORECASE | re.MULTILINE)
 _ADDRESS = re.compile(r"[^\s<>;:\"']{1,64}@[A-Za-z0-9.-]{1,253}")
 _VERP = re.compile(r"bounces\+[0-9]{1,19}-[A-Za-z0-9_.-]{16,21}@[A-Za-z0-9.-]{1,253}", re.IGNORECASE)
-_MULTIPART = re.compile(rb"content-type:\s*multipart/", re.IGNORECASE)
+_CONTAINER = re.compile(rb"content-type:\s*(?:multipart|message)/", re.IGNORECASE)  # parts that hold parts
 # Where a mailbox writes the address it delivered to (the VERP address, for a bounce or a mailto).
 DELIVERED_TO = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to")
 _AUTO_SUBJECT = re.compile(
@@ -80,8 +80,8 @@ def read_report(raw: bytes) -> Report:
         return Report("unrecognized", reason="not bytes")
     if len(raw) > MAX_BYTES:
         return Report("unrecognized", reason=f"larger than {MAX_BYTES // (1024 * 1024)} MiB ({len(raw)} bytes)")
-    if len(_MULTIPART.findall(raw, 0, MAX_BYTES)) > MAX_PARTS:
-        return Report("unrecognized", reason=f"more than {MAX_PARTS} multipart parts")
+    if len(_CONTAINER.findall(raw)) > MAX_PARTS:
+        return Report("unrecognized", reason=f"more than {MAX_PARTS} nested or multipart parts")
     try:
         message = email.message_from_bytes(bytes(raw), policy=email.policy.compat32)
         parts = list(_walk(message))

@@ -10,6 +10,7 @@ from flask import Flask
 
 import config
 from web import db
+from web.bounces_cli import bounces_group
 from web.campaigns_cli import campaigns_group
 from web.contacts_cli import contacts_group, events_group
 from web.content_cli import content_group
@@ -39,4 +40,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.cli.add_command(content_group)
     app.cli.add_command(campaigns_group)
     app.cli.add_command(demo_command)
+    app.cli.add_command(bounces_group)
     return app
