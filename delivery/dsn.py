@@ -24,12 +24,18 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
 
 from flufl.bounce import all_failures
+
+# flufl.bounce logs a detector's exception with its traceback before re-raising it; read_report reports
+# such a message as unrecognized, so the traceback must not reach a terminal (or the app's log handlers).
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+logging.getLogger("flufl.bounce").propagate = False
 
 MAX_BYTES = 10 * 1024 * 1024  # a bounce quotes at most the original message; 10 MiB is plenty
 MAX_PARTS = 200  # MIME parts (and so nesting depth): a real DSN has three or four
