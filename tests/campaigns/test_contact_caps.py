@@ -20,6 +20,7 @@ from tests.campaigns.conftest import add_campaign, add_contacts, worker_config
 
 
 def _send(engine, tmp_path, session, campaign_id, url):
+    session.commit()  # end any read snapshot: commands have written since
     run = start_run(session, campaign_id, again=True)
     session.commit()
     execute_run(worker_config(engine, tmp_path, url), run.id)
