@@ -15,11 +15,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.models import Campaign, Run
 from delivery.models import Delivery, Response, ShownBlock
-from segments.privacy import erase_audience, export_audience, find_contact
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
+from segments.privacy import as_record, erase_audience, export_audience, find_contact
 
 
 def export_person(session: Session, address: str, *, half_life_days: float, now: datetime | None = None) -> dict:
@@ -42,39 +38,11 @@ def export_person(session: Session, address: str, *, half_life_days: float, now:
         .order_by(Delivery.id)
     )
     result["deliveries"] = [
-        {
-            "id": d.id,
-            "campaign": {"id": campaign_id, "name": name},
-            "run": d.run_id,
-            "status": d.status,
-            "reason": d.reason,
-            "email": d.email,
-            "message_id": d.message_id,
-            "locale": d.locale,
-            "block_versions": d.blocks or [],
-            "sent_at": _iso(d.sent_at),
-        }
+        {**as_record(d, leave_out=("contact_id",)), "campaign": {"id": campaign_id, "name": name}}
         for d, campaign_id, name in rows
     ]
     result["responses"] = [
-        {
-            "kind": r.kind,
-            "delivery": r.delivery_id,
-            "run": r.run_id,
-            "link": r.link_id,
-            "block_version": r.block_version_id,
-            "machine": r.machine,
-            "machine_reason": r.machine_reason,
-            "bounce_type": r.bounce_type,
-            "status": r.status,
-            "external_id": r.external_id,
-            "value_minor": r.value_minor,
-            "currency": r.currency,
-            "user_agent": r.user_agent,
-            "detail": r.detail,
-            "occurred_at": _iso(r.occurred_at),
-            "received_at": _iso(r.received_at),
-        }
+        as_record(r, leave_out=("contact_id",))
         for r in session.scalars(select(Response).where(Response.contact_id == contact.id).order_by(Response.id))
     ]
     return result

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, inspect, select
 from sqlalchemy.orm import Session
 
 from segments.db import utcnow
@@ -65,8 +65,17 @@ def erased_emails(connection_or_session, emails: Iterable[str]) -> set[str]:
     return {address for digest in found for address in by_digest[digest]}
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
+def as_record(row, *, leave_out: Iterable[str] = ()) -> dict[str, Any]:
+    """Every column of an ORM ``row`` as a JSON-ready dict (times in ISO 8601), but those in ``leave_out``.
+
+    Exports read the columns from the model, so a column added later is exported without anyone remembering to.
+    """
+    record = {}
+    for column in inspect(row).mapper.column_attrs:
+        if column.key not in leave_out:
+            value = getattr(row, column.key)
+            record[column.key] = value.isoformat() if isinstance(value, datetime) else value
+    return record
 
 
 def find_contact(session: Session, address: str) -> Contact | None:
@@ -93,62 +102,30 @@ def export_audience(session: Session, address: str, *, half_life_days: float, no
         "events": [],
         "interests": [],
         "consents": [],
-        "suppressions": [
-            {"reason": s.reason, "source": s.source, "created_at": _iso(s.created_at)} for s in suppressions
-        ],
+        "suppressions": [as_record(s, leave_out=("email",)) for s in suppressions],
     }
     if contact is None:
         return result
-    result["contact"] = {
-        "id": contact.id,
-        "email": contact.email,
-        "first_name": contact.first_name,
-        "last_name": contact.last_name,
-        "locale": contact.locale,
-        "timezone": contact.timezone,
-        "attributes": contact.attributes or {},
-        "status": contact.status,
-        "frequency_cap": contact.frequency_cap,
-        "created_at": _iso(contact.created_at),
-        "updated_at": _iso(contact.updated_at),
-    }
+    result["contact"] = as_record(contact)
+    mine = {"contact_id": contact.id}
     result["identities"] = [
-        {"channel": i.channel, "value": i.value, "created_at": _iso(i.created_at)}
-        for i in session.scalars(select(Identity).where(Identity.contact_id == contact.id).order_by(Identity.id))
+        as_record(i, leave_out=("id", "contact_id"))
+        for i in session.scalars(select(Identity).filter_by(**mine).order_by(Identity.id))
     ]
     result["events"] = [
-        {
-            "channel": e.channel,
-            "type": e.type,
-            "occurred_at": _iso(e.occurred_at),
-            "properties": e.properties,
-            "source": e.source,
-            "external_id": e.external_id,
-            "received_at": _iso(e.received_at),
-        }
-        for e in session.scalars(
-            select(Event).where(Event.contact_id == contact.id).order_by(Event.occurred_at, Event.id)
-        )
+        as_record(e, leave_out=("id", "contact_id"))
+        for e in session.scalars(select(Event).filter_by(**mine).order_by(Event.occurred_at, Event.id))
     ]
     result["interests"] = [
         {
-            "tag": i.tag,
-            "score": i.score,
-            "updated_at": _iso(i.updated_at),
+            **as_record(i, leave_out=("contact_id",)),
             "decayed": decayed_score(i.score, i.updated_at, now, half_life_days),
         }
-        for i in session.scalars(select(Interest).where(Interest.contact_id == contact.id).order_by(Interest.tag))
+        for i in session.scalars(select(Interest).filter_by(**mine).order_by(Interest.tag))
     ]
     result["consents"] = [
-        {
-            "purpose": c.purpose,
-            "granted": c.granted,
-            "source": c.source,
-            "ip": c.ip,
-            "text_version": c.text_version,
-            "recorded_at": _iso(c.recorded_at),
-        }
-        for c in session.scalars(select(Consent).where(Consent.contact_id == contact.id).order_by(Consent.purpose))
+        as_record(c, leave_out=("contact_id",))
+        for c in session.scalars(select(Consent).filter_by(**mine).order_by(Consent.purpose))
     ]
     return result
 

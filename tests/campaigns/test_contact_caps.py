@@ -17,15 +17,7 @@ from delivery.models import Delivery
 from segments.db import make_session_factory
 from segments.models import Contact
 from tests.campaigns.conftest import add_campaign, add_contacts, worker_config
-
-
-def _send(engine, tmp_path, session, campaign_id, url):
-    session.commit()  # end any read snapshot: commands have written since
-    run = start_run(session, campaign_id, again=True)
-    session.commit()
-    execute_run(worker_config(engine, tmp_path, url), run.id)
-    session.expire_all()
-    return run
+from tests.campaigns.test_reports import send_run
 
 
 def _fates(session, run_id) -> dict[str, tuple[str, str | None]]:
@@ -53,7 +45,7 @@ def test_planning_skips_a_contact_over_their_own_cap(session, engine, tmp_path, 
         ],
     )
     campaign = add_campaign(session)
-    first = _send(engine, tmp_path, session, campaign.id, smtp_server.url)
+    first = send_run(engine, tmp_path, session, campaign.id, smtp_server.url)
     assert {status for status, _ in _fates(session, first.id).values()} == {"sent"}
     # Daily's message was two days ago: outside their one-day window.
     session.execute(
@@ -63,7 +55,7 @@ def test_planning_skips_a_contact_over_their_own_cap(session, engine, tmp_path, 
     )
     session.commit()
 
-    second = _send(engine, tmp_path, session, campaign.id, smtp_server.url)
+    second = send_run(engine, tmp_path, session, campaign.id, smtp_server.url)
     assert _fates(session, second.id) == {
         "One": ("skipped", "your frequency cap (1 in 7 days)"),
         "Two": ("sent", None),
@@ -71,7 +63,7 @@ def test_planning_skips_a_contact_over_their_own_cap(session, engine, tmp_path, 
         "Odd": ("sent", None),
         "Daily": ("sent", None),
     }
-    third = _send(engine, tmp_path, session, campaign.id, smtp_server.url)
+    third = send_run(engine, tmp_path, session, campaign.id, smtp_server.url)
     fates = _fates(session, third.id)
     assert fates["One"] == ("skipped", "your frequency cap (1 in 7 days)")
     assert fates["Two"] == ("skipped", "your frequency cap (2 in 7 days)")
@@ -84,8 +76,8 @@ def test_planning_skips_a_contact_over_their_own_cap(session, engine, tmp_path, 
 def test_the_campaign_cap_is_named_first_when_both_apply(session, engine, tmp_path, pack, smtp_server):
     add_contacts(session, [{"email": "both@example.com", "first_name": "Both", "frequency_cap": {"max": 1, "days": 7}}])
     campaign = add_campaign(session, frequency_cap={"max": 1, "days": 3})
-    _send(engine, tmp_path, session, campaign.id, smtp_server.url)
-    second = _send(engine, tmp_path, session, campaign.id, smtp_server.url)
+    send_run(engine, tmp_path, session, campaign.id, smtp_server.url)
+    second = send_run(engine, tmp_path, session, campaign.id, smtp_server.url)
     assert _fates(session, second.id) == {"Both": ("skipped", "frequency cap (1 in 3 days)")}
 
 
@@ -95,7 +87,7 @@ def test_a_cap_set_after_planning_is_checked_again_at_send_time(session, engine,
         [{"email": "late@example.com", "first_name": "Late"}, {"email": "other@example.com", "first_name": "Other"}],
     )
     campaign = add_campaign(session)
-    _send(engine, tmp_path, session, campaign.id, smtp_server.url)
+    send_run(engine, tmp_path, session, campaign.id, smtp_server.url)
     run = start_run(session, campaign.id, again=True)
     session.commit()
     plan_run(make_session_factory(engine), run.id, half_life_days=30)

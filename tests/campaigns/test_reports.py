@@ -35,15 +35,21 @@ PEOPLE = [
 DAY = datetime(2026, 11, 30, 22, 0, tzinfo=timezone.utc)
 
 
+def send_run(engine, tmp_path, session, campaign_id: int, url: str):
+    """Start a run of the campaign (again, if it was sent before) and send it through ``url``; the run."""
+    session.commit()  # end any read snapshot: commands may have written since
+    run = start_run(session, campaign_id, again=True)
+    session.commit()
+    execute_run(worker_config(engine, tmp_path, url), run.id)
+    session.expire_all()
+    return run
+
+
 def send_campaign(session, engine, tmp_path, url, people=PEOPLE):
     """A campaign sent to ``people`` through ``url``; the campaign and its run."""
     add_contacts(session, [dict(p) for p in people])
     campaign = add_campaign(session)
-    run = start_run(session, campaign.id)
-    session.commit()
-    execute_run(worker_config(engine, tmp_path, url), run.id)
-    session.expire_all()
-    return campaign, run
+    return campaign, send_run(engine, tmp_path, session, campaign.id, url)
 
 
 def deliveries(session, run_id) -> list[Delivery]:

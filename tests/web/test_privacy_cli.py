@@ -19,6 +19,7 @@ from segments.db import Base, make_session_factory, utcnow
 from segments.models import Contact, Erasure
 from segments.privacy import ERASED_REASON, email_digest
 from tests.campaigns.conftest import add_campaign, add_contacts, pack, worker_config  # noqa: F401  (pack: a fixture)
+from tests.campaigns.test_reports import send_run
 
 pytestmark = pytest.mark.usefixtures("pack")  # every test sends with the campaigns' test pack
 
@@ -28,20 +29,11 @@ PEOPLE = [
 ]
 
 
-def _send(engine, tmp_path, session, campaign_id, url):
-    session.commit()  # end any read snapshot: commands have written since
-    run = start_run(session, campaign_id, again=True)
-    session.commit()
-    execute_run(worker_config(engine, tmp_path, url), run.id)
-    session.expire_all()
-    return run
-
-
 def _sent_with_responses(session, engine, tmp_path, smtp_server, runner):
     """Ana and Bob got the campaign; Ana opened and clicked; Ana bought at the till (an events import)."""
     add_contacts(session, [dict(p) for p in PEOPLE])
     campaign = add_campaign(session)
-    run = _send(engine, tmp_path, session, campaign.id, smtp_server.url)
+    run = send_run(engine, tmp_path, session, campaign.id, smtp_server.url)
     ana = session.scalars(select(Delivery).where(Delivery.email == "ana@example.com")).one()
     for kind in ("open", "click"):
         session.add(
@@ -81,7 +73,7 @@ def test_export_prints_everything_held_about_the_person(session, engine, tmp_pat
     assert [(c["purpose"], c["granted"]) for c in record["consents"]] == [("marketing", True)]
     [delivery] = record["deliveries"]
     assert delivery["campaign"] == {"id": campaign.id, "name": "Weekly"}
-    assert (delivery["run"], delivery["status"], delivery["email"]) == (run.id, "sent", "ana@example.com")
+    assert (delivery["run_id"], delivery["status"], delivery["email"]) == (run.id, "sent", "ana@example.com")
     assert sorted(r["kind"] for r in record["responses"]) == ["click", "open"]
     assert record["suppressions"] == []
 
@@ -140,7 +132,7 @@ def test_erase_leaves_no_trace_but_the_digest(session, engine, tmp_path, smtp_se
     imported = runner.invoke(args=["contacts", "import", str(people), "--json"])
     assert json.loads(imported.stdout)["rejected"] == 1
     assert ERASED_REASON in (tmp_path / "people.csv.rejects.csv").read_text()
-    _send(engine, tmp_path, session, campaign.id, smtp_server.url)
+    send_run(engine, tmp_path, session, campaign.id, smtp_server.url)
     received = sorted(rcpt for envelope in smtp_server.messages for rcpt in envelope.rcpt_tos)
     assert received == ["ana@example.com", "bob@example.com", "bob@example.com"]
     again = runner.invoke(args=["contacts", "erase", "ana@example.com", "--yes"])
