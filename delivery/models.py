@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from segments.db import Base, BigId, JsonDoc, UTCDateTime, utcnow
@@ -16,6 +17,8 @@ STATUSES = ("pending", "sending", "sent", "failed", "skipped", "unknown")
 RESPONSE_KINDS = ("open", "click", "unsubscribe", "bounce", "complaint", "conversion")
 BOUNCE_TYPES = ("hard", "soft")
 MACHINE_REASONS = ("apple_mpp", "scanner", "prefetch", "bot")
+# A layout link has no weights: SQL NULL, not the JSON value null, so "has weights" is one IS NOT NULL.
+WEIGHTS = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class Delivery(Base):
@@ -64,7 +67,7 @@ class Link(Base):
     # The block version the link is in (None: the layout's own), so a click tells which block it was.
     block_version_id: Mapped[int | None] = mapped_column(BigId)
     # That block version's interest weights ({tag: weight}) when registered: what a human click teaches.
-    interests: Mapped[dict[str, float] | None] = mapped_column(JsonDoc)
+    interests: Mapped[dict[str, float] | None] = mapped_column(WEIGHTS)
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+from delivery.models import Link
 from delivery.tracking import LinkSigner, register_links
 
 SECRET = "k" * 40
@@ -35,6 +37,15 @@ def test_a_url_is_registered_once_per_block_version(session):
 
 
 # Hostile tokens: whatever arrives in a URL, verify answers False and never raises.
+def test_a_layout_link_has_no_weights_and_a_block_link_keeps_its_own(session):
+    """ "Has weights" is one IS NOT NULL: a layout link's weights are SQL NULL, not the JSON value null."""
+    (layout,) = register_links(session, ["https://shop.example.com/"], None)
+    (block,) = register_links(session, ["https://shop.example.com/pizza"], 7, {"pizza": 1.0})
+    weighted = set(session.scalars(select(Link.id).where(Link.id.in_((layout, block)), Link.interests.is_not(None))))
+    assert weighted == {block}
+    assert session.get(Link, block).interests == {"pizza": 1.0}
+
+
 @given(token=st.text(), parts=st.lists(st.one_of(st.text(), st.integers()), max_size=4))
 def test_verify_returns_false_for_any_text(token, parts):
     signer = LinkSigner(SECRET, "https://patron.example.com")
