@@ -9,7 +9,7 @@ from __future__ import annotations
 from flask import Flask
 
 import config
-from web import db
+from web import api, db
 from web.campaigns_cli import campaigns_group
 from web.contacts_cli import contacts_group, events_group
 from web.content_cli import content_group
@@ -39,4 +39,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.cli.add_command(content_group)
     app.cli.add_command(campaigns_group)
     app.cli.add_command(demo_command)
+    api.init_app(app)  # after CSRFProtect, which it is exempt from
     return app
