@@ -22,12 +22,13 @@ proves the request came from the message.
 from __future__ import annotations
 
 import ipaddress
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 
 from ua_parser import parse_device
 
 PREFETCH_SECONDS = 10.0
+PREFETCH = timedelta(seconds=PREFETCH_SECONDS)
 APPLE_NETWORK = ipaddress.ip_network("17.0.0.0/8")
 APPLE_PROXY_AGENT = "Mozilla/5.0"
 # Lower-case substrings of the user agents security gateways fetch with. A signature must be specific
@@ -53,16 +54,23 @@ def machine_reason(kind: str, client, sent_at: datetime | None, now: datetime) -
     ``sent_at`` is when the message went out (None if unknown), ``now`` when the response came; both
     timezone-aware. Returns one of ``delivery.models.MACHINE_REASONS``.
     """
+    reason = client_reason(kind, client)
+    if reason is None and sent_at is not None and is_prefetch(sent_at, now):
+        return "prefetch"
+    return reason
+
+
+def client_reason(kind: str, client) -> str | None:
+    """The reason the request alone gives (rules 1 to 3), without the time since sending."""
     agent = (client.user_agent or "")[:MAX_USER_AGENT].strip() if client is not None else ""
     if kind == "open" and (agent == APPLE_PROXY_AGENT or _apple(client.ip if client is not None else None)):
         return "apple_mpp"
-    if agent:
-        reason = _agent_reason(agent)
-        if reason:
-            return reason
-    if sent_at is not None and 0 <= (now - sent_at).total_seconds() < PREFETCH_SECONDS:
-        return "prefetch"
-    return None
+    return _agent_reason(agent) if agent else None
+
+
+def is_prefetch(sent_at: datetime, now: datetime) -> bool:
+    """Whether ``now`` is within ``PREFETCH_SECONDS`` after ``sent_at`` (rule 4)."""
+    return timedelta(0) <= now - sent_at < PREFETCH
 
 
 @lru_cache(maxsize=4096)

@@ -110,8 +110,17 @@ class LinkSigner:
         return f"{self.base_url}/u/{delivery_id}/{self.sign('u', delivery_id)}"
 
 
-def register_links(session: Session, urls: Sequence[str], block_version_id: int | None = None) -> list[int]:
-    """The link ids of ``urls`` in one block version (None: the layout), registering new ones; safe across workers."""
+def register_links(
+    session: Session,
+    urls: Sequence[str],
+    block_version_id: int | None = None,
+    interests: dict[str, float] | None = None,
+) -> list[int]:
+    """The link ids of ``urls`` in one block version (None: the layout), registering new ones; safe across workers.
+
+    ``interests`` is that block version's interest weights ({tag: weight}), kept with each new link so a
+    click can teach them (``delivery.learning``); None for the layout's links.
+    """
     where = "" if block_version_id is None else str(block_version_id)
     digests = [hashlib.sha256(f"{where}\n{url}".encode()).hexdigest() for url in urls]
     if not digests:
@@ -119,7 +128,10 @@ def register_links(session: Session, urls: Sequence[str], block_version_id: int 
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
         insert(Link).on_conflict_do_nothing(index_elements=["digest"]),
-        [{"url": url, "digest": digest, "block_version_id": block_version_id} for url, digest in zip(urls, digests)],
+        [
+            {"url": url, "digest": digest, "block_version_id": block_version_id, "interests": interests}
+            for url, digest in zip(urls, digests)
+        ],
     )
     ids = dict(session.execute(select(Link.digest, Link.id).where(Link.digest.in_(digests))).all())
     return [ids[digest] for digest in digests]

@@ -1,0 +1,88 @@
+"""The closed loop: a human click or a conversion raises the contact's interests in what they responded to.
+
+A block version carries interest weights ({tag: weight}); its links remember them (``Link.interests``).
+A human click raises each tag by ``CLICK_POINTS × weight``, a conversion attributed to a click raises
+the clicked block's tags by ``CONVERSION_POINTS × weight``. The stored score is first decayed to now
+with the configured half-life (``segments.interests``: the same formula segments and selection read
+with), then raised, and kept within ``[0, MAX_SCORE]``; ``updated_at`` becomes now. One upsert per
+response, on SQLite and PostgreSQL alike.
+
+Who may be taught is the caller's check (``delivery.responses``): machine-made responses and contacts
+without a granted ``profiling`` consent never reach ``raise_interests``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import Float, func, literal
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from segments.interests import decayed_score_sql
+from segments.models import TAG_LENGTH, Interest
+
+CLICK_POINTS = 1.0
+CONVERSION_POINTS = 5.0
+MAX_SCORE = 100.0
+PROFILING = "profiling"
+
+
+def clamp(score: float) -> float:
+    """``score`` kept within ``[0, MAX_SCORE]``."""
+    return min(max(score, 0.0), MAX_SCORE)
+
+
+def raise_interests(
+    session: Session,
+    contact_id: int,
+    weights: Mapping[str, float] | None,
+    points: float,
+    *,
+    now: datetime,
+    half_life_days: float,
+) -> None:
+    """Raise ``contact_id``'s score of each tag in ``weights`` by ``points × weight``, decayed first, clamped.
+
+    ``weights`` is a link's ``interests`` ({tag: weight}); tags that are not strings of at most
+    TAG_LENGTH characters and weights that are not positive numbers are ignored. ``now`` is
+    timezone-aware. One ``INSERT … ON CONFLICT DO UPDATE`` for all the tags.
+    """
+    rows = []
+    for tag, weight in (weights or {}).items():
+        if not isinstance(tag, str) or not tag or len(tag) > TAG_LENGTH:
+            continue
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            continue
+        rows.append({"contact_id": contact_id, "tag": tag, "score": clamp(points * float(weight)), "updated_at": now})
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(Interest).values(rows)
+    table = Interest.__table__
+    decayed = decayed_score_sql(
+        table.c.score, table.c.updated_at, dialect_name=dialect, now=now, half_life_days=half_life_days
+    )
+    added = insert.excluded.score  # the points × weight of this response, already within bounds
+    raised = decayed + added
+    low, high = literal(0.0, Float()), literal(MAX_SCORE, Float())
+    if dialect == "postgresql":
+        bounded = func.least(func.greatest(raised, low), high)
+    else:  # SQLite's multi-argument min() and max() are its scalar least and greatest
+        bounded = func.min(func.max(raised, low), high)
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=[table.c.contact_id, table.c.tag],
+            set_={"score": bounded, "updated_at": insert.excluded.updated_at},
+        )
+    )
+
+
+def top_interest(weights: Mapping[str, float] | None) -> str | None:
+    """The tag with the highest weight (ties: the first alphabetically), or None for no weights."""
+    usable = [(tag, weight) for tag, weight in (weights or {}).items() if isinstance(weight, (int, float))]
+    if not usable:
+        return None
+    return min(usable, key=lambda item: (-item[1], item[0]))[0]
