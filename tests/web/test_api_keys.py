@@ -149,6 +149,7 @@ def test_the_scheme_is_case_insensitive_and_use_is_recorded(app, session):
 
 def test_refusals_are_json_and_api_routes_take_no_cookie_or_csrf(app, session):
     """A browser's cookie is no credential: the same request with a session cookie and no key is refused."""
+    assert "csrf" in app.extensions  # CSRFProtect is on for the app's forms; the API is exempt, not unprotected
     client = app.test_client()
     client.set_cookie("session", "anything")
     assert_refused(post_conversion(client, {}), 401, "Authorization")

@@ -11,17 +11,16 @@ import logging
 from decimal import Decimal
 from functools import wraps
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, current_app, jsonify, make_response, request
 from marshmallow import ValidationError
-from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from delivery.bounces import process_message
 from delivery.responses import ConversionError, record_conversion
-from delivery.tracking import LinkSigner
 from web.api.keys import authenticate
 from web.api.schemas import ConversionIn, ConversionOut, PixelConversionIn
 from web.db import get_session
+from web.tracking.views import NO_CACHE, PIXEL, signer
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
@@ -29,13 +28,7 @@ log = logging.getLogger(__name__)
 MAX_JSON_BYTES = 16 * 1024
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_AUTHORIZATION = 256
-CLICK_COOKIE = "patron_click"
-# The smallest transparent GIF: 1×1, one transparent colour.
-GIF = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
-    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-)
-NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache", "Expires": "0"}
+CLICK_COOKIE = "patron_click"  # set by the tracking blueprint on a click redirect
 
 
 class ApiError(HTTPException):
@@ -66,16 +59,6 @@ def _one_line(messages: dict) -> str:
         problem = problems[0] if isinstance(problems, list) and problems else problems
         parts.append(f"{name}: {problem if isinstance(problem, str) else 'invalid'}")
     return "; ".join(parts)
-
-
-def signer() -> LinkSigner:
-    """The app's LinkSigner (its secret, retired secrets and base URL), made once per app."""
-    made = current_app.extensions.get("patron_api_signer")
-    if made is None:
-        config = current_app.config
-        made = LinkSigner(config["SECRET_KEY"], config["PATRON_BASE_URL"], config.get("SECRET_KEY_FALLBACKS") or ())
-        current_app.extensions["patron_api_signer"] = made
-    return made
 
 
 def require_scope(scope: str):
@@ -138,20 +121,14 @@ def _json_object(raw: bytes) -> dict:
 def _record(data: dict, source: str):
     """Record the conversion ``data`` (ConversionIn's output) and commit: (response, created)."""
     session = get_session()
-    arguments = dict(
-        window_days=float(current_app.config.get("PATRON_ATTRIBUTION_WINDOW_DAYS", 7)),
+    response, created = record_conversion(  # a concurrent duplicate of the order ends as not created
+        session,
+        window_days=float(current_app.config["PATRON_ATTRIBUTION_WINDOW_DAYS"]),
         half_life_days=current_app.config["PATRON_INTEREST_HALF_LIFE_DAYS"],
         source=source,
         **data,
     )
-    try:
-        response, created = record_conversion(session, **arguments)
-        session.commit()
-    except IntegrityError:
-        # The same order id recorded by a concurrent request between our check and our insert: it is theirs.
-        session.rollback()
-        response, created = record_conversion(session, **arguments)
-        session.commit()
+    session.commit()
     return response, created
 
 
@@ -186,11 +163,6 @@ def post_bounce():
     return jsonify(result.as_json())
 
 
-def gif_response() -> Response:
-    """The 1×1 transparent GIF, never cached."""
-    return Response(GIF, mimetype="image/gif", headers=NO_CACHE)
-
-
 @bp.get("/c.gif")
 def conversion_pixel():
     """The thank-you page's pixel: records a conversion for the click in the ``patron_click`` cookie, if valid.
@@ -208,4 +180,6 @@ def conversion_pixel():
             pass  # nothing recorded; the session is rolled back when the request ends
         except Exception:  # the shopper sees a GIF whatever broke; the log says what
             log.exception("conversion pixel: recording failed")
-    return gif_response()
+    response = make_response(PIXEL)  # the open pixel's bytes and headers
+    response.headers.update({"Content-Type": "image/gif", **NO_CACHE})
+    return response
