@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from delivery.bounces import process_message
 from delivery.responses import ConversionError, record_conversion
-from web.api.keys import authenticate
+from web.api.keys import authenticate, mark_used
 from web.api.schemas import ConversionIn, ConversionOut, PixelConversionIn
 from web.db import get_session
 from web.tracking.views import NO_CACHE, PIXEL, signer
@@ -78,8 +78,13 @@ def require_scope(scope: str):
                 )
             session = get_session()
             verdict, row = authenticate(session, key.strip(), scope)
-            if row is not None and session.is_modified(row):
-                session.commit()  # last used, kept even when the request itself fails
+            used = (row.id, row.last_used_at) if row is not None else None
+            # End the read before any write: on SQLite a transaction that read before another request wrote
+            # cannot write any more, so the use and the view's own work each start a fresh transaction.
+            session.rollback()
+            if verdict == "ok":
+                mark_used(session, *used)
+                session.commit()  # kept even when the request then fails
             if verdict == "unauthorized":
                 raise ApiError(
                     401,
