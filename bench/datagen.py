@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import random
@@ -121,6 +122,8 @@ CUSTOMER_COLUMNS = (
     "attr:signup_date",
     *(f"interest:{tag}" for tag in INTEREST_TAGS),
     "consent:marketing",
+    "consent:tracking",
+    "consent:profiling",
 )
 POS_COLUMNS = ("id", "type", "occurred_at", "id:pos", "prop:store", "prop:amount", "prop:category")
 
@@ -574,6 +577,21 @@ _SCORE_TEXT = {i / 10: f"{i / 10:.1f}" for i in range(101)}
 _TAG_CELL = {tag: CUSTOMER_COLUMNS.index(f"interest:{tag}") for tag in INTEREST_TAGS}
 
 
+def _privacy_consents(email: str) -> tuple[str, str]:
+    """consent:tracking (about 85% yes, 10% no, 5% unanswered) and consent:profiling (75/15/10).
+
+    Drawn from a digest of the address, not the shared random stream, so adding them left every
+    other column and the event files byte for byte as they were.
+    """
+    digest = hashlib.sha256(email.encode()).digest()
+
+    def answer(byte: int, yes: float, no: float) -> str:
+        share = byte / 256
+        return "true" if share < yes else "false" if share < yes + no else ""
+
+    return answer(digest[0], 0.85, 0.10), answer(digest[1], 0.75, 0.15)
+
+
 def _customer_cells(p: Person) -> list[str]:
     cells = [
         p.email,
@@ -597,6 +615,7 @@ def _customer_cells(p: Person) -> list[str]:
         "",
         "",
         "true" if p.consent else "false",
+        *_privacy_consents(p.email),
     ]
     for tag, score in p.interests:
         cells[_TAG_CELL[tag]] = _SCORE_TEXT[score]

@@ -58,12 +58,15 @@ from segments.db import utcnow
 from segments.interests import decayed_score
 from segments.models import Consent, Contact, Interest
 
-PROFILING = "profiling"
+PROFILING, TRACKING = "profiling", "tracking"
 CLOCK_STEP = timedelta(minutes=1)  # how often a running send re-reads the clock for validity windows
 DYNAMIC_LINKS_KEPT = 10_000  # merge-field URLs remembered per run (one per city, say), so memory stays bounded
 STAGES = ("segment", "select", "render", "build", "send", "db")
 # What Patron adds to every HTML email, as template markup compiled into the layout (see content.rendering.Additions).
-OPEN_PIXEL = '<img src="{{ open_url }}" width="1" height="1" alt="" style="display:block;border:0">'
+# A contact without tracking consent gets no pixel (open_url is empty for them).
+OPEN_PIXEL = (
+    '{% if open_url %}<img src="{{ open_url }}" width="1" height="1" alt="" style="display:block;border:0">{% endif %}'
+)
 HIDDEN_PREHEADER = '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{{ preheader }}</div>'
 
 
@@ -74,6 +77,7 @@ class Profile:
     contact: dict[str, Any]
     recipient: Recipient
     skip: str | None = None
+    tracking: bool = False  # granted tracking consent: an open pixel and tracked links
 
 
 @dataclass
@@ -137,6 +141,7 @@ class Assembly:
         self._blocks: dict[int, CompiledPart] = {}
         self._strings: dict[tuple[str, ...], dict[str, str]] = {}
         self._dynamic_links: dict[tuple[str, int | None], int] = {}
+        self._link_urls: dict[int, str] = {}  # the templates' own links, for recipients who are not tracked
         versions = session.execute(
             select(BlockVersion, Block.key, Block.locale)
             .join(Block, Block.id == BlockVersion.block_id)
@@ -182,7 +187,7 @@ class Assembly:
                     inlined,
                     version.text,
                     fragment=False,
-                    register_links=partial(self._register, block_version_id=None),
+                    register_links=partial(self._register_static, block_version_id=None),
                     additions=additions,
                 )
         return self._layout
@@ -197,7 +202,7 @@ class Assembly:
                     inlined,
                     version.text,
                     fragment=True,
-                    register_links=partial(self._register, block_version_id=version_id),
+                    register_links=partial(self._register_static, block_version_id=version_id),
                     block_version=version_id,
                 )
             self._blocks[version_id] = part
@@ -207,8 +212,15 @@ class Assembly:
         # The assembly's session belongs to this worker: end any read snapshot first
         # (SQLite cannot turn an outdated read into a write), and commit at once.
         self._session.commit()
-        ids = register_links(self._session, urls, block_version_id)
+        interests = None if block_version_id is None else dict(self._versions[block_version_id].interests or {})
+        ids = register_links(self._session, urls, block_version_id, interests=interests)
         self._session.commit()
+        return ids
+
+    def _register_static(self, urls: Sequence[str], block_version_id: int | None) -> Sequence[int]:
+        """A template's fixed links, remembered by id so an untracked recipient gets the URL itself."""
+        ids = self._register(urls, block_version_id)
+        self._link_urls.update(zip(ids, urls))
         return ids
 
     def strings(self, chain: tuple[str, ...]) -> dict[str, str]:
@@ -257,7 +269,7 @@ class Assembly:
             strings=self.strings(chain),
             campaign=self.campaign,
             unsubscribe_url=unsubscribe_url,
-            link=Links(partial(self.signer.click_url, delivery_id), partial(self._track_url, delivery_id)),
+            link=self._links(delivery_id, profile.tracking),
         )
         budget = Budget()
         html_slots: dict[str, Markup] = {}
@@ -279,7 +291,7 @@ class Assembly:
         context["preheader"] = _one_line(render(preheader, context, budget)) if preheader else ""
         context["slots"], context["text_slots"] = html_slots, text_slots
         context["block_heads"] = Markup("".join(heads))  # the blocks' @media and :hover rules, for <head>
-        context["open_url"] = self.signer.open_url(delivery_id)
+        context["open_url"] = self.signer.open_url(delivery_id) if profile.tracking else ""
         html, text, _ = render_part(self.layout(), context, budget)
         return Rendered(subject, html, text, language, choices, unsubscribe_url)
 
@@ -296,8 +308,15 @@ class Assembly:
             message_id=message_id,
             language=rendered.language,
             unsubscribe_url=rendered.unsubscribe_url,
+            unsubscribe_mailto=self.signer.unsubscribe_mailto(delivery_id, self.domain),
         )
         return (self.sign(message) if self.sign else message), message_id
+
+    def _links(self, delivery_id: int, tracking: bool) -> Links:
+        """Signed click URLs for a tracked recipient; the registered URLs themselves for one who is not."""
+        if tracking:
+            return Links(partial(self.signer.click_url, delivery_id), partial(self._track_url, delivery_id))
+        return Links(self._link_urls.__getitem__, _plain_url)
 
     def _track_url(self, delivery_id: int, url: str, block_version_id: int | None) -> str:
         """A link built from merge fields: registered the first time any recipient's email has it."""
@@ -309,6 +328,11 @@ class Assembly:
             if len(self._dynamic_links) < DYNAMIC_LINKS_KEPT:
                 self._dynamic_links[url, block_version_id] = link_id
         return self.signer.click_url(delivery_id, link_id)
+
+
+def _plain_url(url: str, block_version_id: int | None) -> str:
+    """A link built from merge fields, for a recipient who is not tracked: as it is, unregistered."""
+    return url
 
 
 @contextmanager
@@ -329,13 +353,13 @@ def load_profiles(session: Session, contact_ids: list[int], assembly: Assembly, 
         )
     ):
         interests[contact_id][tag] = decayed_score(score, updated_at, now, assembly.half_life_days)
-    consented = set(
-        session.scalars(
-            select(Consent.contact_id).where(
-                Consent.contact_id.in_(contact_ids), Consent.purpose == PROFILING, Consent.granted.is_(True)
-            )
+    consented: dict[str, set[int]] = {PROFILING: set(), TRACKING: set()}
+    for contact_id, purpose in session.execute(
+        select(Consent.contact_id, Consent.purpose).where(
+            Consent.contact_id.in_(contact_ids), Consent.purpose.in_(consented), Consent.granted.is_(True)
         )
-    )
+    ):
+        consented[purpose].add(contact_id)
     seen: dict[int, set[int]] = defaultdict(set)
     for contact_id, block_id in session.execute(
         select(ShownBlock.contact_id, ShownBlock.block_id).where(ShownBlock.contact_id.in_(contact_ids))
@@ -368,9 +392,9 @@ def load_profiles(session: Session, contact_ids: list[int], assembly: Assembly, 
             locale=locale,
             interests=interests.get(contact_id, {}),
             seen=frozenset(seen.get(contact_id, ())),
-            profiling_consent=contact_id in consented,
+            profiling_consent=contact_id in consented[PROFILING],
         )
-        profiles[contact_id] = Profile(contact, recipient, skips.get(contact_id))
+        profiles[contact_id] = Profile(contact, recipient, skips.get(contact_id), contact_id in consented[TRACKING])
     return profiles
 
 

@@ -46,8 +46,11 @@ def pack(session, tmp_path):
     return report
 
 
-def add_contacts(session, people: Iterable[dict]) -> list[Contact]:
-    """Contacts with interests and marketing consent from short dicts: email, first_name, locale, interests."""
+def add_contacts(session, people: Iterable[dict], *, tracking: bool = True) -> list[Contact]:
+    """Contacts with interests and marketing consent from short dicts: email, first_name, locale, interests.
+
+    Each also grants ``tracking`` (an open pixel and tracked links) unless ``tracking`` is False.
+    """
     contacts = []
     for person in people:
         interests = person.pop("interests", {})
@@ -57,6 +60,8 @@ def add_contacts(session, people: Iterable[dict]) -> list[Contact]:
         for tag, score in interests.items():
             session.add(Interest(contact_id=contact.id, tag=tag, score=score, updated_at=utcnow()))
         session.add(Consent(contact_id=contact.id, purpose="marketing", granted=True, source="test"))
+        if tracking:
+            session.add(Consent(contact_id=contact.id, purpose="tracking", granted=True, source="test"))
         contacts.append(contact)
     session.commit()
     return contacts

@@ -21,6 +21,7 @@ from delivery.responses import (
     unsubscribe,
 )
 from delivery.tracking import register_links
+from segments.compiler import preview_contacts
 from segments.db import make_session_factory, utcnow
 from segments.models import Consent, Contact, Event, Interest, Suppression
 from segments.suppressions import suppress
@@ -316,3 +317,39 @@ def _settings(contact=None, window_days=30.0) -> dict:
     if contact is not None:
         settings["contact_id"] = contact.id
     return settings
+
+
+def test_clicked_pizza_in_30_days_is_a_segment(session):
+    """Click events carry the block's top interest, so the segment compiler selects on it."""
+    now = utcnow()
+    campaign = Campaign(name="Weekly", definition={"name": "Weekly"})
+    session.add(campaign)
+    session.commit()
+    pizza = pizza_link(session)
+    (pasta,) = register_links(session, ["https://shop.example.com/pasta"], 42, interests={"pasta": 1.0})
+    session.commit()
+    clicks = {
+        "recent@example.com": (pizza, HUMAN, 3),
+        "pasta@example.com": (pasta, HUMAN, 3),
+        "long-ago@example.com": (pizza, HUMAN, 40),
+        "scanner@example.com": (pizza, SCANNER, 3),
+        "none@example.com": None,
+    }
+    contacts = {}
+    for address, click in clicks.items():
+        contact, delivery = add_sent(session, address, campaign=campaign)
+        delivery.sent_at = now - timedelta(days=60)
+        session.commit()
+        contacts[address] = contact.id
+        if click:
+            link_id, client, days_ago = click
+            when = now - timedelta(days=days_ago)
+            record_click(session, delivery.id, link_id, client, half_life_days=HALF_LIFE, now=when)
+            session.commit()
+    rule = {"event": {"type": "click", "channel": "email", "within_days": 30, "where": {"interest": "pizza"}}}
+    rule.update(op="gte", value=1)
+    found = {c.email for c in preview_contacts(session, rule, now=now, half_life_days=HALF_LIFE)}
+    assert found == {"recent@example.com", "scanner@example.com"}
+    rule["event"]["where"]["machine"] = False
+    found = {c.email for c in preview_contacts(session, rule, now=now, half_life_days=HALF_LIFE)}
+    assert found == {"recent@example.com"}
