@@ -16,6 +16,7 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from delivery.bounces import process_message
+from delivery.dsn import MAX_BYTES as MAX_MESSAGE_BYTES  # what the bounce reader reads at most
 from delivery.responses import ConversionError, record_conversion
 from web.api.keys import authenticate, mark_used
 from web.api.schemas import ConversionIn, ConversionOut, PixelConversionIn
@@ -26,7 +27,6 @@ bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 16 * 1024
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_AUTHORIZATION = 256
 CLICK_COOKIE = "patron_click"  # set by the tracking blueprint on a click redirect
 
@@ -163,7 +163,15 @@ def post_bounce():
     if not raw.strip():
         raise ApiError(400, "body: empty; send one raw message as message/rfc822")
     session = get_session()
-    result = process_message(session, raw, signer=signer(), source="webhook")
+    settings = current_app.config["PATRON_SETTINGS"]
+    result = process_message(
+        session,
+        raw,
+        signer=signer(),
+        source="webhook",
+        soft_limit=settings.soft_bounce_limit,
+        soft_days=settings.soft_bounce_days,
+    )
     session.commit()
     return jsonify(result.as_json())
 
