@@ -137,6 +137,15 @@ def _record(data: dict, source: str):
     return response, created
 
 
+@bp.route("/api/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def elsewhere(rest: str):
+    """Any other path or method under /api/: a JSON 404 or 405 (the router's own would be HTML)."""
+    if request.path in ("/api/v1/conversions", "/api/v1/bounces"):
+        raise ApiError(405, f"method: {request.method} is not allowed here; use POST", headers={"Allow": "POST"})
+    raise ApiError(404, f"path: no API endpoint {request.path[:100]!r}")
+
+
 @bp.post("/api/v1/conversions")
 @require_scope("conversions")
 def post_conversion():
