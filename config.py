@@ -36,6 +36,8 @@ class Settings:
     base_url: str
     interest_half_life_days: float
     delivery_url: str = "outbox:"
+    attribution_window_days: float = 7.0
+    proxy_hops: int = 0
     old_secret_keys: tuple[str, ...] = ()
     dkim_selector: str | None = None
     dkim_domain: str | None = None
@@ -53,6 +55,8 @@ def load_settings(environ: dict[str, str] | None = None, instance_path: Path | N
         base_url=_base_url(env),
         interest_half_life_days=_positive_number(env, "PATRON_INTEREST_HALF_LIFE_DAYS", 30.0),
         delivery_url=_delivery_url(env, instance),
+        attribution_window_days=_positive_number(env, "PATRON_ATTRIBUTION_WINDOW_DAYS", 7.0),
+        proxy_hops=_proxy_hops(env),
         old_secret_keys=_old_secret_keys(env),
         **_dkim(env),
     )
@@ -144,6 +148,17 @@ def _base_url(env) -> str:
     if parts.query or parts.fragment:
         raise SettingsError("PATRON_BASE_URL", "must not carry a query or fragment")
     return raw.rstrip("/")
+
+
+MAX_PROXY_HOPS = 10
+
+
+def _proxy_hops(env) -> int:
+    """How many reverse proxies in front of Patron set ``X-Forwarded-*``: 0 (none, the default) trusts no header."""
+    raw = (env.get("PATRON_PROXY_HOPS") or "0").strip()
+    if not raw.isdigit() or not raw.isascii() or int(raw) > MAX_PROXY_HOPS:
+        raise SettingsError("PATRON_PROXY_HOPS", f"must be a whole number from 0 to {MAX_PROXY_HOPS}, got {raw!r}")
+    return int(raw)
 
 
 def _positive_number(env, variable: str, default: float) -> float:

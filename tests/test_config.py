@@ -14,6 +14,8 @@ def test_defaults_are_embedded_and_the_secret_key_is_kept(tmp_path):
     settings = load_settings({}, instance_path=tmp_path)
     assert settings.database_url == f"sqlite:///{tmp_path / 'patron.db'}"
     assert settings.base_url == "http://127.0.0.1:5000"
+    assert settings.attribution_window_days == 7.0
+    assert settings.proxy_hops == 0
     assert len(settings.secret_key) >= 32
     key_file = tmp_path / "secret_key"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -35,6 +37,10 @@ def test_postgresql_urls_use_psycopg_3(tmp_path):
         ("PATRON_BASE_URL", "https://example.com/?a=1", "query"),
         ("PATRON_INTEREST_HALF_LIFE_DAYS", "soon", "must be a number"),
         ("PATRON_INTEREST_HALF_LIFE_DAYS", "-3", "positive"),
+        ("PATRON_ATTRIBUTION_WINDOW_DAYS", "0", "positive"),
+        ("PATRON_PROXY_HOPS", "-1", "whole number"),
+        ("PATRON_PROXY_HOPS", "11", "whole number"),
+        ("PATRON_PROXY_HOPS", "one", "whole number"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path, variable, value, message):
@@ -62,3 +68,10 @@ def test_old_secret_keys_are_read_for_rotation_and_never_shown_when_refused(tmp_
         load_settings({"PATRON_OLD_SECRET_KEYS": f"{old},short-key"}, instance_path=tmp_path)
     assert "PATRON_OLD_SECRET_KEYS: key 2 of 2 is 9 characters" in str(refused.value)
     assert "short-key" not in str(refused.value)
+
+
+def test_proxy_hops_and_attribution_window_are_read(tmp_path):
+    settings = load_settings(
+        {"PATRON_PROXY_HOPS": "2", "PATRON_ATTRIBUTION_WINDOW_DAYS": "1.5"}, instance_path=tmp_path
+    )
+    assert (settings.proxy_hops, settings.attribution_window_days) == (2, 1.5)

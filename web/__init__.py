@@ -7,6 +7,8 @@ other package and passes settings down to them as arguments.
 from __future__ import annotations
 
 from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
 from web import db
@@ -15,6 +17,9 @@ from web.contacts_cli import contacts_group, events_group
 from web.content_cli import content_group
 from web.demo import demo_command
 from web.segments_cli import segments_group
+from web.serve import serve_command
+from web.tracking import bp as tracking_bp
+from web.tracking.views import one_click_unsubscribe
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -29,14 +34,23 @@ def create_app(test_config: dict | None = None) -> Flask:
         PATRON_BASE_URL=settings.base_url,
         PATRON_INTEREST_HALF_LIFE_DAYS=settings.interest_half_life_days,
         PATRON_DELIVERY_URL=settings.delivery_url,
+        PATRON_ATTRIBUTION_WINDOW_DAYS=settings.attribution_window_days,
+        PATRON_PROXY_HOPS=settings.proxy_hops,
     )
     if test_config:
         app.config.from_mapping(test_config)
     db.init_app(app)
+    hops = app.config["PATRON_PROXY_HOPS"]
+    if hops:  # trust exactly this many proxies' X-Forwarded-* headers, no more
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops)
+    csrf = CSRFProtect(app)  # every form; views that take no form opt out here
+    csrf.exempt(one_click_unsubscribe)  # RFC 8058: mail providers POST with no cookie and no token
+    app.register_blueprint(tracking_bp)
     app.cli.add_command(contacts_group)
     app.cli.add_command(events_group)
     app.cli.add_command(segments_group)
     app.cli.add_command(content_group)
     app.cli.add_command(campaigns_group)
     app.cli.add_command(demo_command)
+    app.cli.add_command(serve_command)
     return app

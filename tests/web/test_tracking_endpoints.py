@@ -1,0 +1,199 @@
+"""The tracking endpoints through Flask's test client: every branch of /o/, /r/ and /u/ on both databases."""
+
+from __future__ import annotations
+
+import struct
+
+import lxml.html
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from delivery.models import Link, Response
+from segments.models import Contact, Event, Suppression
+
+NO_RETRY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def responses(session) -> int:
+    session.commit()  # ends the read transaction: see what the app committed
+    return session.scalar(select(func.count()).select_from(Response))
+
+
+def contact_status(session, email) -> str:
+    session.commit()  # ends the read transaction: see what the app committed
+    return session.scalar(select(Contact.status).where(Contact.email == email))
+
+
+def tampered(path: str) -> str:
+    """The path with the last character of its token changed (one byte)."""
+    last = path[-1] if not path.endswith(".gif") else path[-5]
+    other = "A" if last != "A" else "B"
+    return path[:-1] + other if not path.endswith(".gif") else path[:-5] + other + ".gif"
+
+
+def test_the_pixel_is_a_real_uncached_1x1_gif_and_records_the_open(client, sent, session):
+    answer = client.get(sent["ana@example.com"].pixel)
+    assert answer.status_code == 200
+    body = answer.get_data()
+    assert len(body) == 43 and body[:6] == b"GIF89a" and struct.unpack("<HH", body[6:10]) == (1, 1)
+    assert answer.headers["Content-Type"] == "image/gif"
+    assert answer.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, max-age=0"
+    assert (answer.headers["Pragma"], answer.headers["Expires"]) == ("no-cache", "0")
+    session.commit()
+    assert session.scalar(select(Response.kind).where(Response.delivery_id == sent["ana@example.com"].delivery_id)) == (
+        "open"
+    )
+
+
+def test_a_click_redirects_to_the_registered_url_records_it_and_sets_the_attribution_cookie(client, sent, session):
+    mail = sent["bob@example.com"]
+    link_id = int(mail.clicks[0].split("/")[3])
+    answer = client.get(mail.clicks[0] + "?url=https://evil.example.org/", headers={"User-Agent": "Mozilla/5.0"})
+    assert answer.status_code == 302
+    session.commit()  # a fresh snapshot: see what the app committed
+    assert answer.headers["Location"] == session.get(Link, link_id).url
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert answer.headers["Referrer-Policy"] == "no-referrer"
+    cookie = client.get_cookie("patron_click")
+    delivery, _, token = cookie.value.partition(".")
+    assert int(delivery) == mail.delivery_id
+    assert client.application.extensions["patron_signer"].verify(token, "c", mail.delivery_id)
+    assert cookie.http_only and cookie.secure and cookie.same_site == "Lax"
+    header = answer.headers["Set-Cookie"]
+    assert "Max-Age=604800" in header.split("; ")
+    clicks = session.scalars(select(Response).where(Response.kind == "click")).all()
+    assert [(r.delivery_id, r.link_id) for r in clicks] == [(mail.delivery_id, link_id)]
+
+
+@pytest.mark.parametrize("kind", ["pixel", "click", "unsubscribe"])
+def test_one_byte_changed_in_a_token_is_a_404_and_records_nothing(client, sent, session, kind):
+    mail = sent["ana@example.com"]
+    path = {"pixel": mail.pixel, "click": mail.clicks[0], "unsubscribe": mail.unsubscribe}[kind]
+    if kind == "unsubscribe":
+        answer = client.post(tampered(path), data={"List-Unsubscribe": "One-Click"})
+    else:
+        answer = client.get(tampered(path))
+    assert answer.status_code == 404
+    assert "Location" not in answer.headers and client.get_cookie("patron_click") is None
+    assert responses(session) == 0 and contact_status(session, mail.email) == "active"
+
+
+def test_a_token_of_another_message_or_link_is_a_404(client, sent, session):
+    ana, bob = sent["ana@example.com"], sent["bob@example.com"]
+    _, r, delivery, link, token = ana.clicks[0].split("/")
+    foreign = [
+        f"/r/{bob.delivery_id}/{link}/{token}",  # ana's token on bob's message
+        f"/r/{delivery}/{bob.clicks[0].split('/')[3]}/{token}",  # on a link ana never got
+        f"/o/{delivery}/{token}.gif",  # a click token as an open token
+    ]
+    assert [client.get(path).status_code for path in foreign] == [404, 404, 404]
+    assert client.post(f"/u/{delivery}/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 404
+    assert responses(session) == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/r/abc/1/x", "/r/1/-1/x", "/o/1.5/x.gif", "/u/%00/x", "/r/1/1", "/o/99999999999999999999999/tok.gif"],
+)
+def test_ids_that_are_not_whole_numbers_or_unsigned_are_404(client, path):
+    assert client.get(path).status_code == 404
+
+
+@NO_RETRY
+@given(token=st.text(max_size=300))
+def test_any_token_text_is_a_404_never_a_server_error(client, token):
+    from urllib.parse import quote
+
+    quoted = quote(token, safe="")
+    # A "/" in the token makes another path: no route (404) or, for /u/, a route of another method (405).
+    refused = {404} if "/" not in token else {404, 405}
+    for path in (f"/r/1/1/{quoted}", f"/o/1/{quoted}.gif", f"/u/1/{quoted}"):
+        assert client.get(path).status_code in refused
+    assert client.post(f"/u/1/{quoted}", data={"List-Unsubscribe": "One-Click"}).status_code in refused
+
+
+def test_one_click_post_exactly_as_gmail_sends_it_unsubscribes_with_no_cookie_or_csrf_token(client, sent, session):
+    mail = sent["ana@example.com"]
+    answer = client.post(
+        mail.unsubscribe,
+        data=b"List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 200
+    page = lxml.html.fromstring(answer.get_data(as_text=True))
+    assert page.get("lang") == "es" and page.get_element_by_id("unsubscribed") is not None
+    assert contact_status(session, mail.email) == "unsubscribed"
+    assert session.get(Suppression, mail.email).reason == "unsubscribed"
+    # A second POST (mail providers retry) changes nothing more.
+    assert client.post(mail.unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    kinds = session.scalars(select(Response.kind).where(Response.delivery_id == mail.delivery_id)).all()
+    assert kinds == ["unsubscribe"]
+
+
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        (b"", "application/x-www-form-urlencoded"),
+        (b"List-Unsubscribe=Yes", "application/x-www-form-urlencoded"),
+        (b"List-Unsubscribe=One-Click&List-Unsubscribe=One-Click", "application/x-www-form-urlencoded"),
+        (b"unsubscribe", "text/plain"),
+    ],
+)
+def test_any_other_body_is_a_400_and_unsubscribes_nobody(client, sent, session, body, content_type):
+    mail = sent["bob@example.com"]
+    assert client.post(mail.unsubscribe, data=body, headers={"Content-Type": content_type}).status_code == 400
+    assert contact_status(session, mail.email) == "active" and responses(session) == 0
+
+
+def test_a_huge_body_is_refused_before_it_is_read(client, sent, session):
+    mail = sent["bob@example.com"]
+    answer = client.post(
+        mail.unsubscribe,
+        data=b"List-Unsubscribe=One-Click&pad=" + b"x" * (1 << 20),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 413
+    assert contact_status(session, mail.email) == "active"
+
+
+def test_getting_the_unsubscribe_url_20_times_unsubscribes_nobody(client, sent, session):
+    mail = sent["bob@example.com"]
+    for _ in range(20):
+        assert client.get(mail.unsubscribe).status_code == 200
+        assert client.head(mail.unsubscribe).status_code == 200
+    assert contact_status(session, mail.email) == "active"
+    assert responses(session) == 0
+    assert session.scalar(select(func.count()).select_from(Event).where(Event.source != "test")) == 0
+    assert session.scalar(select(func.count()).select_from(Suppression)) == 0
+
+
+def test_the_confirmation_page_has_one_button_posting_one_click_and_strict_headers(client, sent):
+    mail = sent["bob@example.com"]
+    answer = client.get(mail.unsubscribe)
+    page = lxml.html.fromstring(answer.get_data(as_text=True))
+    form = page.get_element_by_id("one-click")
+    assert form.get("method") == "post" and form.get("action") == mail.unsubscribe
+    assert dict(form.form_values()) == {"List-Unsubscribe": "One-Click"}
+    assert len(form.xpath(".//button | .//input[@type='submit']")) == 1
+    assert answer.headers["X-Robots-Tag"].startswith("noindex")
+    assert answer.headers["Referrer-Policy"] == "no-referrer"
+    csp = dict(part.strip().split(" ", 1) for part in answer.headers["Content-Security-Policy"].split(";"))
+    assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+    nonce = page.xpath("//style/@nonce")[0]
+    assert csp["style-src"] == f"'nonce-{nonce}'"
+    # The page's own button really unsubscribes (the browser sends the form as urlencoded).
+    assert client.post(form.get("action"), data=dict(form.form_values())).status_code == 200
+
+
+def test_a_delivery_that_is_gone_is_a_404_though_its_token_is_good(client, sent, session):
+    mail = sent["bob@example.com"]
+    session.delete(session.scalar(select(Contact).where(Contact.email == mail.email)))
+    session.commit()
+    assert client.get(mail.clicks[0]).status_code == 404
+    assert client.get(mail.unsubscribe).status_code == 404
+    assert client.post(mail.unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 404
+    pixel = client.get(mail.pixel)  # the image is still answered: a broken image helps nobody
+    assert pixel.status_code == 200 and pixel.headers["Content-Type"] == "image/gif"
+    assert responses(session) == 0

@@ -1,0 +1,244 @@
+"""The routes of the tracking blueprint: ``/o/`` (open pixel), ``/r/`` (click), ``/u/`` (unsubscribe and
+preferences). Ids are ``int`` converters, so anything else is a 404 from the router; a token is verified
+before any query, so a forged or mangled URL records nothing and costs no database work.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+
+from flask import abort, current_app, g, make_response, redirect, render_template, request, url_for
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from content.models import Block, BlockVersion
+from content.selection import locale_chain
+from delivery.models import Delivery
+from delivery.responses import Client, record_click, record_open, unsubscribe
+from delivery.tracking import LinkSigner
+from segments.models import Contact
+from segments.preferences import PURPOSES, Preferences, current_preferences, save_preferences
+from web.db import get_session
+from web.tracking import bp
+from web.tracking.forms import preferences_form
+from web.tracking.languages import offered_languages
+from web.tracking.strings import FALLBACK, page_language, strings
+
+log = logging.getLogger(__name__)
+
+# A transparent 1x1 GIF89a: two-colour palette, transparency extension, 43 bytes.
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
+NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache", "Expires": "0"}
+MAX_BODY_BYTES = 16 * 1024  # a preference form is well under 2 KiB
+MAX_USER_AGENT = 255  # the responses table's column
+ONE_CLICK = "One-Click"
+TEXT_VERSION = "preferences-v1"  # bump when the consent wording in strings.py changes
+MAX_TAGS = 60
+
+
+def signer() -> LinkSigner:
+    """The app's LinkSigner (built once per app from SECRET_KEY, PATRON_BASE_URL and SECRET_KEY_FALLBACKS)."""
+    cached = current_app.extensions.get("patron_signer")
+    if cached is None:
+        config = current_app.config
+        cached = LinkSigner(config["SECRET_KEY"], config["PATRON_BASE_URL"], config.get("SECRET_KEY_FALLBACKS", ()))
+        current_app.extensions["patron_signer"] = cached
+    return cached
+
+
+def client() -> Client:
+    """Who is asking: the user agent (bounded) and the client IP (the proxy's view when PATRON_PROXY_HOPS is set)."""
+    agent = request.headers.get("User-Agent")
+    return Client(user_agent=agent[:MAX_USER_AGENT] if agent else None, ip=request.remote_addr)
+
+
+def half_life() -> float:
+    return current_app.config["PATRON_INTEREST_HALF_LIFE_DAYS"]
+
+
+@bp.before_request
+def bound_the_body():
+    request.max_content_length = MAX_BODY_BYTES
+    request.max_form_memory_size = MAX_BODY_BYTES
+    request.max_form_parts = 100
+
+
+@bp.after_request
+def page_headers(response):
+    response.headers["X-Robots-Tag"] = "noindex, nofollow"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    nonce = g.get("style_nonce")
+    style = f"style-src 'nonce-{nonce}'; " if nonce else ""
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; {style}img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+    return response
+
+
+@bp.get("/o/<int:delivery_id>/<token>.gif", merge_slashes=False)
+def open_pixel(delivery_id: int, token: str):
+    """The open pixel: a 43-byte GIF that is never cached; the open is recorded when the token verifies."""
+    if not signer().verify(token, "o", delivery_id):
+        abort(404)
+    session = get_session()
+    try:
+        record_open(session, delivery_id, client(), half_life_days=half_life())
+        session.commit()
+    except SQLAlchemyError:
+        # The reader still gets their image; the open is lost and logged.
+        session.rollback()
+        log.exception("open of delivery %s not recorded", delivery_id)
+    response = make_response(PIXEL)
+    response.headers.update({"Content-Type": "image/gif", **NO_CACHE})
+    return response
+
+
+@bp.get("/r/<int:delivery_id>/<int:link_id>/<token>", merge_slashes=False)
+def click(delivery_id: int, link_id: int, token: str):
+    """A click: recorded, then a 302 to the URL registered at send time. Any query string is ignored."""
+    if not signer().verify(token, "r", delivery_id, link_id):
+        abort(404)
+    session = get_session()
+    try:
+        url = record_click(session, delivery_id, link_id, client(), half_life_days=half_life())
+        if url is None:
+            session.rollback()
+            abort(404)
+        session.commit()
+    except SQLAlchemyError:
+        session.rollback()
+        log.exception("click on link %s of delivery %s not recorded", link_id, delivery_id)
+        abort(503)
+    response = redirect(url, 302)
+    response.headers["Cache-Control"] = "no-store"
+    window_days = current_app.config["PATRON_ATTRIBUTION_WINDOW_DAYS"]
+    response.set_cookie(
+        "patron_click",
+        f"{delivery_id}.{signer().sign('c', delivery_id)}",
+        max_age=int(window_days * 86400),
+        httponly=True,
+        samesite="Lax",
+        secure=current_app.config["PATRON_BASE_URL"].startswith("https:"),
+    )
+    return response
+
+
+def _one_click_body() -> bool:
+    """Whether the body is RFC 8058's ``List-Unsubscribe=One-Click`` (as a form, urlencoded or multipart)."""
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return request.form.getlist("List-Unsubscribe") == [ONE_CLICK]
+    return request.get_data(cache=False).strip() == f"List-Unsubscribe={ONE_CLICK}".encode()
+
+
+@bp.post("/u/<int:delivery_id>/<token>", merge_slashes=False)
+def one_click_unsubscribe(delivery_id: int, token: str):
+    """RFC 8058 one-click unsubscribe: no cookie, no CSRF token; any other body is a 400."""
+    if not signer().verify(token, "u", delivery_id):
+        abort(404)
+    if not _one_click_body():
+        abort(400, description="expected the body List-Unsubscribe=One-Click (RFC 8058)")
+    session = get_session()
+    if not unsubscribe(session, delivery_id, source="one_click", client=client()):
+        session.rollback()
+        abort(404)
+    session.commit()
+    contact = _delivery_contact(session, delivery_id)
+    return _page("tracking/unsubscribed.html", page_language(contact.locale if contact else None))
+
+
+def _delivery_contact(session, delivery_id: int) -> Contact | None:
+    return session.scalar(
+        select(Contact).join(Delivery, Delivery.contact_id == Contact.id).where(Delivery.id == delivery_id)
+    )
+
+
+def _offered_tags(session) -> list[str]:
+    """The interest tags the current versions of live blocks carry, sorted (at most MAX_TAGS)."""
+    rows = session.scalars(
+        select(BlockVersion.interests)
+        .join(Block, Block.current_version_id == BlockVersion.id)
+        .where(Block.retired_at.is_(None))
+    )
+    tags = {tag for interests in rows for tag in (interests or {})}
+    return sorted(tags)[:MAX_TAGS]
+
+
+@bp.route("/u/<int:delivery_id>/<token>", methods=["GET"], merge_slashes=False)
+@bp.route(
+    "/u/<int:delivery_id>/<token>/preferences", methods=["POST"], endpoint="save_preferences", merge_slashes=False
+)
+def preferences(delivery_id: int, token: str):
+    """The unsubscribe confirmation (one button) and the preference page; a GET changes nothing."""
+    if not signer().verify(token, "u", delivery_id):
+        abort(404)
+    session = get_session()
+    contact = _delivery_contact(session, delivery_id)
+    if contact is None:
+        abort(404)
+    language = page_language(contact.locale)
+    words = strings(language)
+    languages = offered_languages(session)
+    tags = _offered_tags(session)
+    now_prefs = current_preferences(session, contact, half_life_days=half_life())
+    # The offered language the contact reads now (es-MX reads es): shown ticked, and keeping it changes nothing.
+    offered = {key for key, _name in languages}
+    shown_locale = next((key for key in locale_chain(contact.locale, FALLBACK) if key in offered), None)
+    defaults = {
+        "locale": shown_locale,
+        "interests": sorted(now_prefs.interests),
+        "frequency": now_prefs.frequency,
+        **now_prefs.consents,
+    }
+    form = preferences_form(words, languages, tags, data=defaults)
+    suppressed = contact.status != "active"
+    if suppressed:
+        del form.marketing  # coming back is not a checkbox: the suppression stays
+    notice = words["saved"] if request.args.get("saved") == "1" else None
+    if request.method == "POST":
+        if not form.validate():
+            return _page(
+                "tracking/preferences.html",
+                language,
+                form=form,
+                words=words,
+                notice=words["invalid"],
+                suppressed=suppressed,
+                status=400,
+            )
+        ip = request.remote_addr
+        if form.unsubscribe.data:
+            unsubscribe(session, delivery_id, source="preference_page", client=client())
+            session.commit()
+            return _page("tracking/unsubscribed.html", language)
+        chosen = Preferences(
+            locale=form.locale.data if "locale" in form and form.locale.data != shown_locale else None,
+            interests=frozenset(form.interests.data or ()),
+            frequency=form.frequency.data,
+            consents={purpose: bool(form[purpose].data) for purpose in PURPOSES if purpose in form},
+        )
+        save_preferences(
+            session,
+            contact,
+            chosen,
+            offered_tags=tags,
+            source="preference_page",
+            ip=ip,
+            text_version=TEXT_VERSION,
+            half_life_days=half_life(),
+        )
+        session.commit()
+        return redirect(url_for("tracking.preferences", delivery_id=delivery_id, token=token, saved=1), 303)
+    return _page("tracking/preferences.html", language, form=form, words=words, notice=notice, suppressed=suppressed)
+
+
+def _page(template: str, language: str, status: int = 200, **context):
+    """A page in ``language`` with a per-response style nonce for the strict CSP."""
+    g.style_nonce = secrets.token_urlsafe(16)
+    words = context.pop("words", None) or strings(language)
+    html = render_template(template, lang=language, words=words, nonce=g.style_nonce, **context)
+    response = make_response(html, status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
