@@ -6,6 +6,7 @@ import campaigns.models  # noqa: F401  (each import registers its package's tabl
 import content.models  # noqa: F401
 import delivery.models  # noqa: F401
 import segments.models  # noqa: F401
+import web.api.keys  # noqa: F401
 from segments.db import Base, make_engine
 
 config = context.config

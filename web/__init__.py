@@ -11,7 +11,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import config
-from web import db
+from web import api, db
 from web.campaigns_cli import campaigns_group
 from web.contacts_cli import contacts_group, events_group
 from web.content_cli import content_group
@@ -53,4 +53,5 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.cli.add_command(campaigns_group)
     app.cli.add_command(demo_command)
     app.cli.add_command(serve_command)
+    api.init_app(app)  # after CSRFProtect, which it is exempt from
     return app
