@@ -8,6 +8,7 @@ start-up with a :class:`SettingsError` that names the variable.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,9 @@ class Settings:
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_key_path: Path | None = None
+    bounce_domain: str | None = None  # None: each campaign's sender domain
+    soft_bounce_limit: int = 3
+    soft_bounce_days: float = 30.0
 
 
 def load_settings(environ: dict[str, str] | None = None, instance_path: Path | None = None) -> Settings:
@@ -59,7 +63,29 @@ def load_settings(environ: dict[str, str] | None = None, instance_path: Path | N
         proxy_hops=_proxy_hops(env),
         old_secret_keys=_old_secret_keys(env),
         **_dkim(env),
+        **_bounces(env),
     )
+
+
+def _bounces(env) -> dict:
+    """Where bounces come back (VERP) and how many soft bounces in how many days suppress an address."""
+    domain = (env.get("PATRON_BOUNCE_DOMAIN") or "").strip().lower() or None
+    if domain is not None:
+        try:
+            ascii_domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            ascii_domain = ""
+        if not re.fullmatch(r"[a-z0-9-]{1,63}(\.[a-z0-9-]{1,63})+", ascii_domain) or len(ascii_domain) > 200:
+            raise SettingsError("PATRON_BOUNCE_DOMAIN", f"must be a domain name like bounces.example.com: {domain!r}")
+        domain = ascii_domain
+    limit = _positive_number(env, "PATRON_SOFT_BOUNCE_LIMIT", 3)
+    if limit != int(limit):
+        raise SettingsError("PATRON_SOFT_BOUNCE_LIMIT", f"must be a whole number, got {limit:g}")
+    return {
+        "bounce_domain": domain,
+        "soft_bounce_limit": int(limit),
+        "soft_bounce_days": _positive_number(env, "PATRON_SOFT_BOUNCE_DAYS", 30.0),
+    }
 
 
 def _delivery_url(env, instance: Path) -> str:

@@ -30,6 +30,7 @@ from campaigns.pipeline import Assembly, Profile, Stats, load_profiles
 from campaigns.runs import halt
 from content.rendering import RenderError
 from delivery import ledger
+from delivery.bounces import record_refusals
 from delivery.message import HeaderError
 from delivery.transports.base import AmbiguousError, DeliveryError, PermanentError, TransientError, deliver
 from segments.db import utcnow
@@ -49,6 +50,7 @@ PAUSE_AFTER_TRANSIENT = 5
 class _Job:
     message: bytes
     outcome: ledger.Outcome  # what to record once the server accepts it
+    envelope: str  # MAIL FROM: the delivery's own VERP address, where its bounce comes back
 
 
 class _Recorder(threading.Thread):
@@ -91,6 +93,9 @@ class _Recorder(threading.Thread):
         started = time.perf_counter()
         try:
             ledger.record(session, outcomes)
+            refusals = [(o.delivery_id, o.reason) for o in outcomes if o.refused]
+            if refusals:  # a 5xx at send time is a hard bounce: the address is suppressed with the row
+                record_refusals(session, refusals)
             session.commit()
         except Exception as exc:  # noqa: BLE001  (the main thread stops the batch and says why)
             session.rollback()
@@ -106,9 +111,9 @@ class _Recorder(threading.Thread):
 class _Sender(threading.Thread):
     """Sends handed-over messages one after another on the worker's transport (which is not shared)."""
 
-    def __init__(self, transport, sender: str, seconds: dict[str, float], sleep, recorder: _Recorder):
+    def __init__(self, transport, seconds: dict[str, float], sleep, recorder: _Recorder):
         super().__init__(name="patron-sender", daemon=True)
-        self.transport, self.sender, self.sleep, self.recorder = transport, sender, sleep, recorder
+        self.transport, self.sleep, self.recorder = transport, sleep, recorder
         self.seconds = 0.0
         self._stats_seconds = seconds
         self.queue: SimpleQueue[_Job | None] = SimpleQueue()  # bounded by the recorder's slots
@@ -130,10 +135,11 @@ class _Sender(threading.Thread):
     def _send(self, job: _Job) -> ledger.Outcome:
         done = job.outcome
         try:
-            deliver(self.transport, self.sender, done.email, job.message, sleep=self.sleep)
+            deliver(self.transport, job.envelope, done.email, job.message, sleep=self.sleep)
         except PermanentError as exc:
             self._streak = 0
-            return ledger.Outcome(done.delivery_id, "failed", f"refused: {exc}", email=done.email)
+            refused = exc.code is not None and 500 <= exc.code < 600  # the server's own 5xx, not our own check
+            return ledger.Outcome(done.delivery_id, "failed", f"refused: {exc}", email=done.email, refused=refused)
         except TransientError as exc:
             self._unwell(f"the server keeps refusing for now: {exc}")
             return _untried(done, f"temporary failure, will retry: {exc}")
@@ -179,7 +185,7 @@ def send_batch(
     """
     batch = _Batch(assembly, first, last, parent_pid, Stats())
     batch.recorder = _Recorder(session_factory, batch.stats, batch.slots)
-    batch.sender = _Sender(transport, assembly.sender, batch.stats.seconds, sleep, batch.recorder)
+    batch.sender = _Sender(transport, batch.stats.seconds, sleep, batch.recorder)
     batch.recorder.start()
     batch.sender.start()
     try:
@@ -318,7 +324,7 @@ def _assemble(assembly: Assembly, delivery_id: int, contact_id: int, profile: Pr
         block_ids=[c.block_id for c in chosen],
         contact_id=contact_id,
     )
-    return _Job(message, outcome)
+    return _Job(message, outcome, assembly.signer.return_path(delivery_id, assembly.domain))
 
 
 def _unknown(outcome: ledger.Outcome, reason: str) -> ledger.Outcome:

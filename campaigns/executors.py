@@ -70,6 +70,7 @@ class WorkerConfig:
     dkim_selector: str | None = None
     dkim_domain: str | None = None
     dkim_key_path: str | None = None
+    bounce_domain: str | None = None  # VERP: where bounces come back; None: the sender's domain
 
 
 class Worker:
@@ -81,7 +82,7 @@ class Worker:
         self._own_engine = engine is None
         self.engine = engine or make_engine(config.database_url, sqlite_cache_kib=SEND_CACHE_KIB)
         self.sessions = make_session_factory(self.engine)
-        self.signer = LinkSigner(config.secret_key, config.base_url)
+        self.signer = LinkSigner(config.secret_key, config.base_url, bounce_domain=config.bounce_domain)
         self.inliner = SharedInliner(self.sessions)
         self.sign = None
         if config.dkim_key_path:

@@ -308,6 +308,7 @@ class Assembly:
             message_id=message_id,
             language=rendered.language,
             unsubscribe_url=rendered.unsubscribe_url,
+            unsubscribe_mailto=self.signer.unsubscribe_mailto(delivery_id, self.domain),
         )
         return (self.sign(message) if self.sign else message), message_id
 

@@ -1,19 +1,46 @@
 """Bounces, complaints and the mailto unsubscribe: what comes back to the bounce mailbox, and what it changes.
 
-:func:`process_message` takes one raw message (from a Maildir or the webhook) and returns a
-:class:`BounceResult`. Part of the contract between parts: its signature does not change.
+:func:`process_message` takes one raw message (from a Maildir or the webhook), reads it with
+:func:`delivery.dsn.read_report`, ties it to the ledger row it is about, and applies it:
+
+- hard bounce: the address is suppressed at once (reason ``bounced``);
+- soft bounce: suppressed once the contact has ``soft_limit`` soft bounces within ``soft_days``;
+- complaint (ARF): suppressed at once (reason ``complained``);
+- a mail to a delivery's mailto unsubscribe address: suppressed (``unsubscribed``), marketing consent withdrawn;
+- delayed, auto-reply, unrecognized: nothing changes; the result says what it was.
+
+A message is tied to its row by VERP first (``bounces+ID-TOKEN@domain``, the envelope sender the message
+went out with, verified by its token), else by the original's Message-ID. A message tied to no row is
+classified and reported but changes nothing: only a signed address or our own Message-ID proves the
+report is about a message Patron sent. Each applied message records a ``Response`` and an ``Event``
+(channel ``email``, source ``patron``) and is idempotent: its ``external_id`` is the SHA-256 of its bytes.
+
+:func:`record_refusals` makes a 5xx reply at send time a hard bounce too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from delivery.dsn import Report, read_report
+from delivery.models import Delivery, Response
 from delivery.tracking import LinkSigner
+from segments.db import utcnow
+from segments.models import Consent, Event
+from segments.suppressions import suppress
 
 KINDS = ("hard", "soft", "complaint", "auto_reply", "unsubscribe", "delayed", "unrecognized")
+SOFT_LIMIT = 3  # soft bounces ...
+SOFT_DAYS = 30.0  # ... within this many days suppress the address
+_STATUS = re.compile(r"\b[245]\.\d{1,3}\.\d{1,3}\b")
 
 
 @dataclass(frozen=True)
@@ -21,7 +48,7 @@ class BounceResult:
     """What one message was and what it matched.
 
     ``kind`` is one of :data:`KINDS`; ``status`` an RFC 3463 enhanced code ("5.1.1") or None;
-    ``delivery_id`` the ledger row it matched, or None; ``reason`` says why when nothing changed.
+    ``delivery_id`` the ledger row it matched, or None; ``reason`` says why, when nothing changed.
     """
 
     name: str | None
@@ -55,6 +82,148 @@ def process_message(
     source: str,
     name: str | None = None,
     now: datetime | None = None,
+    soft_limit: int = SOFT_LIMIT,
+    soft_days: float = SOFT_DAYS,
 ) -> BounceResult:
-    """Classify one raw message from the bounce mailbox and apply it; never raises on a hostile message."""
-    raise NotImplementedError("being built on wt-bounces")
+    """Classify one raw message from the bounce mailbox, apply it to the audience, and say what it was.
+
+    ``source`` names where it came from ("maildir", "webhook") in suppressions; ``name`` (a file name)
+    is echoed in the result. Never raises on a hostile message (it is ``unrecognized``, with the reason);
+    may flush, never commits. Processing the same bytes again changes nothing.
+    """
+    now = now or utcnow()
+    report = read_report(raw)
+    unsubscribe = _addressed_delivery(signer, report.addressed_to, "unsubscribe")
+    if unsubscribe is not None and report.kind not in ("hard", "soft", "complaint", "delayed"):
+        report = Report("unsubscribe", addressed_to=report.addressed_to, reason="a mail to the unsubscribe address")
+        delivery = session.get(Delivery, unsubscribe)
+    else:
+        delivery = _match(session, signer, report)
+    result = BounceResult(
+        name=name,
+        kind=report.kind,
+        recipient=report.recipient or (delivery.email if delivery is not None else None),
+        status=report.status,
+        delivery_id=delivery.id if delivery is not None else None,
+        reason=report.reason,
+    )
+    if report.kind not in ("hard", "soft", "complaint", "unsubscribe"):
+        return result
+    if delivery is None:
+        return replace(result, reason="matches no message Patron sent: nothing changed")
+    digest = hashlib.sha256(raw).hexdigest()
+    kind = "complaint" if report.kind == "complaint" else "unsubscribe" if report.kind == "unsubscribe" else "bounce"
+    if session.scalar(select(Response.id).where(Response.kind == kind, Response.external_id == digest)):
+        return replace(result, reason="already processed")
+    try:
+        with session.begin_nested():
+            changed = _apply(session, delivery, report, digest, source, now, soft_limit, soft_days)
+    except IntegrityError:  # another process recorded the same message meanwhile
+        return replace(result, reason="already processed")
+    return replace(result, reason=changed)
+
+
+def record_refusals(session: Session, refusals: Sequence[tuple[int, str]], *, now: datetime | None = None) -> None:
+    """Record each (delivery id, the server's 5xx reply) from send time as a hard bounce, suppressing the address.
+
+    The enhanced status code is read from the reply ("550 5.1.1 no such user" → 5.1.1), else 5.0.0.
+    Idempotent per delivery. May flush, never commits.
+    """
+    now = now or utcnow()
+    for delivery_id, reply in refusals:
+        delivery = session.get(Delivery, delivery_id)
+        external_id = f"smtp:{delivery_id}"
+        if delivery is None or delivery.email is None:
+            continue
+        if session.scalar(select(Response.id).where(Response.kind == "bounce", Response.external_id == external_id)):
+            continue
+        status = _STATUS.search(reply or "")
+        report = Report("hard", delivery.email, status.group(0) if status else "5.0.0", " ".join(reply.split())[:500])
+        _apply(session, delivery, report, external_id, "smtp", now, SOFT_LIMIT, SOFT_DAYS)
+
+
+def _apply(session, delivery, report: Report, external_id: str, source: str, now, soft_limit, soft_days) -> str:
+    """Record the response and its event and suppress where due; what changed, in words."""
+    kind = {"complaint": "complaint", "unsubscribe": "unsubscribe"}.get(report.kind, "bounce")
+    bounce_type = report.kind if kind == "bounce" else None
+    response = Response(
+        kind=kind,
+        delivery_id=delivery.id,
+        run_id=delivery.run_id,
+        contact_id=delivery.contact_id,
+        bounce_type=bounce_type,
+        status=report.status,
+        external_id=external_id,
+        detail={"recipient": report.recipient, "diagnostic": report.diagnostic, "source": source},
+        occurred_at=now,
+        received_at=now,
+    )
+    session.add(response)
+    session.flush()
+    properties = {"delivery_id": delivery.id, "run_id": delivery.run_id, "status": report.status}
+    if bounce_type:
+        properties["bounce_type"] = bounce_type
+    session.add(
+        Event(
+            contact_id=delivery.contact_id,
+            channel="email",
+            type=kind,
+            occurred_at=now,
+            properties=properties,
+            source="patron",
+            external_id=f"response:{response.id}",
+        )
+    )
+    if report.kind == "hard":
+        suppress(session, delivery.email, "bounced", source)
+        return "address suppressed (bounced)"
+    if report.kind == "complaint":
+        suppress(session, delivery.email, "complained", source)
+        return "address suppressed (complained)"
+    if report.kind == "unsubscribe":
+        _withdraw_marketing(session, delivery.contact_id, source, now)
+        suppress(session, delivery.email, "unsubscribed", source)
+        return "unsubscribed"
+    session.flush()
+    soft = session.scalar(
+        select(func.count(Response.id)).where(
+            Response.contact_id == delivery.contact_id,
+            Response.kind == "bounce",
+            Response.bounce_type == "soft",
+            Response.occurred_at > now - timedelta(days=soft_days),
+        )
+    )
+    if soft >= soft_limit:
+        suppress(session, delivery.email, "bounced", source)
+        return f"address suppressed (bounced): {soft} soft bounces in {soft_days:g} days"
+    return f"soft bounce {soft} of {soft_limit} in {soft_days:g} days"
+
+
+def _withdraw_marketing(session: Session, contact_id: int, source: str, now: datetime) -> None:
+    consent = session.get(Consent, (contact_id, "marketing"))
+    if consent is None:
+        session.add(Consent(contact_id=contact_id, purpose="marketing", granted=False, source=source, recorded_at=now))
+    else:
+        consent.granted, consent.source, consent.recorded_at = False, source, now
+
+
+def _addressed_delivery(signer: LinkSigner, addresses: Sequence[str], kind: str) -> int | None:
+    for address in addresses:
+        parsed = signer.parse_verp(address)
+        if parsed is not None and parsed[0] == kind:
+            return parsed[1]
+    return None
+
+
+def _match(session: Session, signer: LinkSigner, report: Report) -> Delivery | None:
+    """The ledger row a report is about: by VERP (where it was delivered, then quoted), else by Message-ID."""
+    delivery_id = _addressed_delivery(signer, [*report.addressed_to, *report.verp], "bounce")
+    if delivery_id is not None:
+        delivery = session.get(Delivery, delivery_id)
+        if delivery is not None:
+            return delivery
+    if report.message_ids:
+        return session.scalars(
+            select(Delivery).where(Delivery.message_id.in_(report.message_ids)).order_by(Delivery.id).limit(1)
+        ).first()
+    return None

@@ -202,6 +202,7 @@ class Outcome:
     block_ids: Sequence[int] = ()
     contact_id: int | None = None
     sent_at: datetime | None = None
+    refused: bool = False  # failed on the server's 5xx reply: a hard bounce (delivery.bounces.record_refusals)
 
 
 def record(session: Session, outcomes: Sequence[Outcome]) -> None:

@@ -144,12 +144,7 @@ class MessageTemplate:
         self.domain = sending_domain(sender)
         self._from = _fold("From: " + _mailbox(sender))
         self._reply_to = _fold("Reply-To: " + _mailbox(reply_to)) if reply_to is not None else ""
-        self._mailto = ""
-        if unsubscribe_mailto:  # optional: RFC 8058 needs only the HTTPS URL
-            mailto = unsubscribe_mailto if unsubscribe_mailto.startswith("mailto:") else "mailto:" + unsubscribe_mailto
-            if not _MAILTO_URL.fullmatch(mailto) or len(mailto) > _MAX_URL:
-                raise HeaderError(f"not a mailto URL for List-Unsubscribe: {unsubscribe_mailto!r}")
-            self._mailto = f"<{mailto}>"
+        self._mailto = _mailto(unsubscribe_mailto)
         if not _FEEDBACK_ID.fullmatch(feedback_id):
             raise HeaderError(f"a Feedback-ID is 1 to 200 printable ASCII characters, no spaces: {feedback_id!r}")
         constant = ["List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n", f"Feedback-ID: {feedback_id}\r\n"]
@@ -172,17 +167,23 @@ class MessageTemplate:
         message_id: str,
         language: str,
         unsubscribe_url: str,
+        unsubscribe_mailto: str | None = None,
         date: datetime | None = None,
     ) -> bytes:
-        """One recipient's message as bytes ready for SMTP (or a Maildir)."""
+        """One recipient's message as bytes ready for SMTP (or a Maildir).
+
+        ``unsubscribe_mailto``: this recipient's own mailto for List-Unsubscribe (a signed VERP address),
+        instead of the template's; HeaderError if it is not a mailto URL.
+        """
         if not _MESSAGE_ID.fullmatch(message_id):
             raise HeaderError(f"not a message id like <unique@domain>: {message_id!r}")
         if not _HTTP_URL.fullmatch(unsubscribe_url) or len(unsubscribe_url) > _MAX_URL:
             raise HeaderError(f"not an http(s) URL for List-Unsubscribe: {unsubscribe_url!r}")
         unsubscribe = f"List-Unsubscribe: <{unsubscribe_url}>"
-        if self._mailto:
-            separator = ", " if len(unsubscribe) + len(self._mailto) + 2 <= HEADER_LINE else ",\r\n "
-            unsubscribe += separator + self._mailto
+        mailto = self._mailto if unsubscribe_mailto is None else _mailto(unsubscribe_mailto)
+        if mailto:
+            separator = ", " if len(unsubscribe) + len(mailto) + 2 <= HEADER_LINE else ",\r\n "
+            unsubscribe += separator + mailto
         boundary = "=_" + secrets.token_hex(12)  # "=_" never occurs in quoted-printable output
         head = (
             f"Date: {_date(date)}\r\n{self._from}{_fold('To: ' + _mailbox(to))}{self._reply_to}"
@@ -210,6 +211,16 @@ class MessageTemplate:
                 self._languages.clear()
             line = self._languages[language] = _fold(f"Content-Language: {language}")
         return line
+
+
+def _mailto(value: str) -> str:
+    """``<mailto:…>`` for List-Unsubscribe ("" for no mailto: RFC 8058 needs only the HTTPS URL)."""
+    if not value:
+        return ""
+    mailto = value if value.startswith("mailto:") else "mailto:" + value
+    if not _MAILTO_URL.fullmatch(mailto) or len(mailto) > _MAX_URL:
+        raise HeaderError(f"not a mailto URL for List-Unsubscribe: {value!r}")
+    return f"<{mailto}>"
 
 
 def _mailbox(address: Address) -> str:

@@ -25,6 +25,11 @@ from delivery.models import Link
 _SIGNATURE_BYTES = 12
 _KEY_ID_BYTES = 3  # four base64url characters
 _TOKEN = re.compile(r"(?:([A-Za-z0-9_-]{4})\.)?([A-Za-z0-9_-]{16})")
+# VERP: the delivery id and its token in the local part; "bounces" for the envelope sender, "unsubscribe" for mailto.
+_VERP_PREFIXES = {"bounces": "b", "unsubscribe": "m"}
+_VERP = re.compile(
+    r"(bounces|unsubscribe)\+([0-9]{1,19})-([A-Za-z0-9_.-]{16,21})@([A-Za-z0-9.-]{1,253})", re.IGNORECASE
+)
 
 
 def _key(secret: str) -> bytes:
@@ -56,13 +61,17 @@ class LinkSigner:
     part contains a ".", where that old input was unambiguous: links already in inboxes keep working.
     """
 
-    def __init__(self, secret: str, base_url: str, old_secrets: Sequence[str] = ()):
+    def __init__(
+        self, secret: str, base_url: str, old_secrets: Sequence[str] = (), bounce_domain: str | None = None
+    ) -> None:
         # BLAKE2b in keyed mode is a MAC in one call, several times cheaper than
         # HMAC-SHA256, and every message carries about ten signed links.
         self._key = _key(secret)
         self._keys = [self._key, *(_key(old) for old in old_secrets if old != secret)]
         self.key_id = self._key_id(self._key)
         self.base_url = base_url.rstrip("/")
+        # Where bounces and mailto unsubscribes come back (PATRON_BOUNCE_DOMAIN); None: the sender's domain.
+        self.bounce_domain = bounce_domain.lower() if bounce_domain else None
 
     @staticmethod
     def _key_id(key: bytes) -> str:
@@ -108,6 +117,35 @@ class LinkSigner:
 
     def unsubscribe_url(self, delivery_id: int) -> str:
         return f"{self.base_url}/u/{delivery_id}/{self.sign('u', delivery_id)}"
+
+    def return_path(self, delivery_id: int, sender_domain: str) -> str:
+        """The VERP envelope sender (MAIL FROM, later Return-Path) of a delivery: ``bounces+D-TOKEN@domain``.
+
+        The domain is the bounce domain, else ``sender_domain``; the token signs ('b', D).
+        """
+        return f"bounces+{delivery_id}-{self.sign('b', delivery_id)}@{self.bounce_domain or sender_domain}"
+
+    def unsubscribe_mailto(self, delivery_id: int, sender_domain: str) -> str:
+        """The per-recipient ``mailto:`` of List-Unsubscribe: ``unsubscribe+D-TOKEN@domain`` (token of ('m', D))."""
+        address = f"unsubscribe+{delivery_id}-{self.sign('m', delivery_id)}@{self.bounce_domain or sender_domain}"
+        return f"mailto:{address}?subject=unsubscribe"
+
+    def parse_verp(self, address: object) -> tuple[str, int] | None:
+        """("bounce" or "unsubscribe", delivery id) of a VERP address this deployment signed; None otherwise.
+
+        Takes a bare address or one in angle brackets; never raises. The domain is not checked: the token is
+        what proves the address is ours, and mail may arrive through an alias domain.
+        """
+        if not isinstance(address, str) or len(address) > 512:
+            return None
+        match = _VERP.fullmatch(address.strip().strip("<>").strip())
+        if match is None:
+            return None
+        prefix, delivery, token, _ = match.groups()
+        part = _VERP_PREFIXES[prefix.lower()]
+        if not self.verify(token, part, int(delivery)):
+            return None
+        return ("bounce" if part == "b" else "unsubscribe"), int(delivery)
 
 
 def register_links(

@@ -41,6 +41,11 @@ def test_postgresql_urls_use_psycopg_3(tmp_path):
         ("PATRON_PROXY_HOPS", "-1", "whole number"),
         ("PATRON_PROXY_HOPS", "11", "whole number"),
         ("PATRON_PROXY_HOPS", "one", "whole number"),
+        ("PATRON_BOUNCE_DOMAIN", "not a domain", "domain name"),
+        ("PATRON_BOUNCE_DOMAIN", "bounces.example.com\r\nBcc: x", "domain name"),
+        ("PATRON_SOFT_BOUNCE_LIMIT", "2.5", "whole number"),
+        ("PATRON_SOFT_BOUNCE_LIMIT", "0", "positive"),
+        ("PATRON_SOFT_BOUNCE_DAYS", "soon", "must be a number"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path, variable, value, message):
@@ -75,3 +80,12 @@ def test_proxy_hops_and_attribution_window_are_read(tmp_path):
         {"PATRON_PROXY_HOPS": "2", "PATRON_ATTRIBUTION_WINDOW_DAYS": "1.5"}, instance_path=tmp_path
     )
     assert (settings.proxy_hops, settings.attribution_window_days) == (2, 1.5)
+
+
+def test_bounce_settings_default_to_the_sender_domain_and_three_soft_bounces_in_30_days(tmp_path):
+    settings = load_settings({}, instance_path=tmp_path)
+    assert (settings.bounce_domain, settings.soft_bounce_limit, settings.soft_bounce_days) == (None, 3, 30.0)
+    environ = {"PATRON_BOUNCE_DOMAIN": "Bounces.Example.COM", "PATRON_SOFT_BOUNCE_LIMIT": "5"}
+    settings = load_settings({**environ, "PATRON_SOFT_BOUNCE_DAYS": "7"}, instance_path=tmp_path)
+    assert settings.bounce_domain == "bounces.example.com"
+    assert (settings.soft_bounce_limit, settings.soft_bounce_days) == (5, 7.0)

@@ -73,6 +73,7 @@ def worker_config(workers: int = 1) -> WorkerConfig:
         dkim_selector=settings.dkim_selector,
         dkim_domain=settings.dkim_domain,
         dkim_key_path=str(settings.dkim_key_path) if settings.dkim_key_path else None,
+        bounce_domain=settings.bounce_domain,
     )
 
 

@@ -11,6 +11,7 @@ from campaigns.executors import execute_run
 from campaigns.runs import start_run, status
 from content.models import Block, BlockVersion
 from delivery.models import Delivery, Link
+from delivery.tracking import LinkSigner
 from segments.suppressions import suppress
 from tests.campaigns.conftest import (
     BASE_URL,
@@ -98,7 +99,14 @@ def test_every_recipient_gets_their_own_email_over_smtp(session, engine, tmp_pat
         # Every required header.
         assert re.fullmatch(r"<[^@>]+@shop\.example\.com>", message["Message-ID"])
         unsubscribe = message["List-Unsubscribe"]
-        assert unsubscribe.startswith(f"<{BASE_URL}/u/") and "<mailto:unsubscribe@shop.example.com" in unsubscribe
+        assert unsubscribe.startswith(f"<{BASE_URL}/u/")
+        # The mailto is the delivery's own signed address, and so is the envelope sender (VERP).
+        mailto = re.search(r"<mailto:([^?>]+@shop\.example\.com)\?subject=unsubscribe>", unsubscribe).group(1)
+        delivery_id = session.scalar(select(Delivery.id).where(Delivery.email == person["email"]))
+        assert LinkSigner(SECRET, BASE_URL).parse_verp(mailto) == ("unsubscribe", delivery_id)
+        envelope = next(m.mail_from for m in smtp_server.messages if m.rcpt_tos == (person["email"],))
+        assert LinkSigner(SECRET, BASE_URL).parse_verp(envelope) == ("bounce", delivery_id)
+        assert envelope.endswith("@shop.example.com")
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert message["Feedback-ID"].endswith(":campaign:patron")
         assert message.get_all("Bcc") is None
