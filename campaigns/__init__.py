@@ -9,7 +9,11 @@
 - ``batches``: claim ledger rows, assemble, send on a sender thread, record each
   outcome as it comes on a recorder thread;
 - ``executors``: the id-only batch task, the local pool and ``execute_run``;
-- ``preview``: one contact's email, with the reasons for each block.
+- ``preview``: one contact's email, with the reasons for each block;
+- ``reports``: what came back from each run, by block, locale and day, in
+  aggregate SQL;
+- ``privacy``: a person's whole record (audience and messages) exported or
+  erased.
 
 The scheduler, experiments and follow-ups come later. May import ``segments``,
 ``content`` and ``delivery``; never ``web``, Flask or ``config``.

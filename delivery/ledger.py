@@ -19,14 +19,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, bindparam, case, func, literal, select, update
+from sqlalchemy import Interval, String, and_, bindparam, case, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from delivery.models import STATUSES, Delivery, ShownBlock
+from segments.db import UTCDateTime
 from segments.models import Contact, Suppression
+from segments.privacy import ERASED_REASON, erased_emails
 
 UNKNOWN_REASON = "in flight when its worker stopped: it may or may not have been delivered"
 UNSENT_REASON = "claimed by a worker that stopped before handing it to the transport: never sent"
@@ -51,8 +53,49 @@ class FrequencyCap:
         return cls(cap["max"], cap["days"]) if cap else None
 
 
-def _skip_reason(cap: FrequencyCap | None, now: datetime) -> ColumnElement:
-    """Why a contact must not get the message now, or NULL: over ``contacts LEFT JOIN suppressions``."""
+def _own_cap_reached(dialect: str, now: datetime) -> tuple[ColumnElement, ColumnElement]:
+    """(the contact is over their own frequency cap, the reason): SQL over ``contacts``.
+
+    ``Contact.frequency_cap`` is JSON ({"max": N, "days": D}) written by the preference page; a cap that is
+    missing or not numeric caps nothing (the CASE guards the casts, so one bad row cannot fail a plan).
+    """
+    cap = Contact.frequency_cap
+    if dialect == "postgresql":
+        numeric = and_(func.jsonb_typeof(cap["max"]) == "number", func.jsonb_typeof(cap["days"]) == "number")
+        limit = case((numeric, cap["max"].as_float()))
+        days = case((numeric, cap["days"].as_float()))
+        window = func.make_interval(0, 0, 0, 0, 0, 0, days * 86400.0, type_=Interval())  # (..., secs)
+        recent_enough = Delivery.sent_at >= literal(now, UTCDateTime()) - window
+    else:
+        numbers = ("integer", "real")
+        numeric = and_(func.json_type(cap, "$.max").in_(numbers), func.json_type(cap, "$.days").in_(numbers))
+        limit = case((numeric, cap["max"].as_float()))
+        days = case((numeric, cap["days"].as_float()))
+        recent_enough = func.julianday(Delivery.sent_at) >= func.julianday(literal(now, UTCDateTime())) - days
+    recent = (
+        select(func.count())
+        .where(Delivery.contact_id == Contact.id, Delivery.status == "sent", recent_enough)
+        .scalar_subquery()
+    )
+    plural = case((days == 1, ""), else_="s")
+    reason = (
+        literal("your frequency cap (", String())
+        + cap["max"].as_string()
+        + literal(" in ", String())
+        + cap["days"].as_string()
+        + literal(" day", String())
+        + plural
+        + literal(")", String())
+    )
+    return and_(limit.is_not(None), recent >= limit), reason
+
+
+def _skip_reason(cap: FrequencyCap | None, now: datetime, dialect: str) -> ColumnElement:
+    """Why a contact must not get the message now, or NULL: over ``contacts LEFT JOIN suppressions``.
+
+    The campaign's cap is checked before the contact's own (``Contact.frequency_cap``); erased addresses are
+    checked in Python (:func:`_erased`), as their digests cannot be computed in SQL on SQLite.
+    """
     reasons = [
         (Contact.email.is_(None), "no email address"),
         (Contact.status != "active", literal("contact status: ", String()) + Contact.status),
@@ -65,11 +108,18 @@ def _skip_reason(cap: FrequencyCap | None, now: datetime) -> ColumnElement:
             .scalar_subquery()
         )
         reasons.append((recent >= cap.limit, literal(cap.reason(), String())))
+    reasons.append(_own_cap_reached(dialect, now))
     return case(*reasons, else_=None)
 
 
 def _with_suppressions(statement):
     return statement.select_from(Contact).outerjoin(Suppression, Suppression.email == Contact.email)
+
+
+def _erased(session: Session, emails: dict[int, str | None]) -> dict[int, str]:
+    """Contact id -> the erasure reason, for those of ``emails`` (contact id -> address) that are erased."""
+    erased = erased_emails(session, [address for address in emails.values() if address])
+    return {contact_id: ERASED_REASON for contact_id, address in emails.items() if address in erased}
 
 
 def plan_page(
@@ -82,8 +132,12 @@ def plan_page(
     cap: FrequencyCap | None,
     now: datetime,
 ) -> int | None:
-    """Write the ledger rows for the next page of the audience after contact ``after``; the page's last id."""
-    skip_reason = _skip_reason(cap, now)
+    """Write the ledger rows for the next page of the audience after contact ``after``; the page's last id.
+
+    Rows are written ``skipped`` with the reason for contacts without an address, not active, suppressed,
+    over the campaign's or their own frequency cap, or whose address was erased.
+    """
+    skip_reason = _skip_reason(cap, now, session.get_bind().dialect.name)
     status = case((skip_reason.is_(None), "pending"), else_="skipped")
     page = (
         _with_suppressions(select(literal(run_id), Contact.id, status, skip_reason, Contact.email, literal(0)))
@@ -92,17 +146,30 @@ def plan_page(
         .limit(page_size)
     )
     columns = ["run_id", "contact_id", "status", "reason", "email", "attempts"]
-    statement = Delivery.__table__.insert().from_select(columns, page).returning(Delivery.__table__.c.contact_id)
-    return max(session.scalars(statement), default=None)
+    table = Delivery.__table__
+    statement = table.insert().from_select(columns, page).returning(table.c.contact_id, table.c.status, table.c.email)
+    rows = session.execute(statement).all()
+    erased = _erased(session, {contact_id: email for contact_id, status, email in rows if status == "pending"})
+    if erased:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.run_id == run_id, Delivery.contact_id.in_(list(erased)))
+            .values(status="skipped", reason=ERASED_REASON)
+        )
+    return max((row[0] for row in rows), default=None)
 
 
 def skip_reasons(
     session: Session, contact_ids: Sequence[int], cap: FrequencyCap | None, now: datetime
 ) -> dict[int, str]:
     """The claimed contacts that must be skipped after all, checked again as planning did: id -> reason."""
-    reason = _skip_reason(cap, now)
-    rows = session.execute(_with_suppressions(select(Contact.id, reason)).where(Contact.id.in_(contact_ids)))
-    return {contact_id: why for contact_id, why in rows if why is not None}
+    reason = _skip_reason(cap, now, session.get_bind().dialect.name)
+    rows = session.execute(
+        _with_suppressions(select(Contact.id, reason, Contact.email)).where(Contact.id.in_(contact_ids))
+    ).all()
+    skips = {contact_id: why for contact_id, why, _ in rows if why is not None}
+    skips.update(_erased(session, {contact_id: email for contact_id, why, email in rows if why is None}))
+    return skips
 
 
 def last_planned(session: Session, run_id: int) -> int:

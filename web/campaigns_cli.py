@@ -46,6 +46,7 @@ from web.campaigns_format import (
 )
 from web.cli import command_name
 from web.db import get_session
+from web.reports_cli import report_command
 from web.segments_cli import table  # every noun's list reads the same
 
 workers_option = click.option(
@@ -57,6 +58,9 @@ wait_option = click.option("--wait", is_flag=True, help="Send from this process 
 @click.group("campaigns")
 def campaigns_group():
     """Create, send, pause, resume and preview campaigns."""
+
+
+campaigns_group.add_command(report_command)
 
 
 def worker_config(workers: int = 1) -> WorkerConfig:

@@ -8,8 +8,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import click
+from flask import current_app
 from flask.cli import with_appcontext
 
+from campaigns.privacy import erase_person, export_person
 from segments.imports import FileProblem, RejectsFile, import_contacts, import_events
 from segments.imports.values import BadValue
 from segments.imports.values import channel as check_channel
@@ -132,6 +134,54 @@ def suppress_command(emails, reason):
         suppress(session, address, reason, source="cli")
     session.commit()
     click.echo(f"suppressed {len(emails)} address(es): {reason}")
+
+
+def _address(raw: str) -> str:
+    try:
+        return normalize_email(raw)
+    except BadValue as exc:
+        raise click.BadParameter(str(exc), param_hint="EMAIL") from None
+
+
+@contacts_group.command("export")
+@click.argument("email")
+@with_appcontext
+def export_command(email):
+    """Print everything held about the person with this EMAIL as one JSON object (see docs/privacy.md)."""
+    session = get_session()
+    record = export_person(
+        session, _address(email), half_life_days=current_app.config["PATRON_INTEREST_HALF_LIFE_DAYS"]
+    )
+    session.rollback()
+    click.echo(json.dumps(record, ensure_ascii=False, indent=2))
+    if record["contact"] is None:
+        click.echo(f"no contact has the address {record['email']}", err=True)
+
+
+@contacts_group.command("erase")
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was erased as one JSON object.")
+@with_appcontext
+def erase_command(email, yes, as_json):
+    """Erase the person with this EMAIL for good, keeping only a digest so they are never mailed again."""
+    address = _address(email)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.ClickException("erasing cannot be undone: confirm with --yes when not on a terminal")
+        click.confirm(f"Erase {address} and everything held about them? This cannot be undone", abort=True)
+    session = get_session()
+    erased = erase_person(session, address)
+    session.commit()
+    if as_json:
+        click.echo(json.dumps(erased.as_dict()))
+        return
+    who = f"contact {erased.contact}" if erased.contact is not None else "no contact"
+    click.echo(
+        f"erased {address}: {who}, {erased.events} events, {erased.responses} responses, "
+        f"{erased.deliveries_anonymized} deliveries anonymized, {erased.suppressions} suppressions removed; "
+        "only the address's SHA-256 digest is kept"
+    )
 
 
 @events_group.command("import")

@@ -15,6 +15,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from segments import privacy  # the module, not its names: privacy imports segments.imports itself
 from segments.imports.bulk import Bulk
 from segments.models import Consent, Contact, Identity, Interest
 from segments.suppressions import status_for, suppressed_reasons
@@ -126,9 +127,15 @@ def resolve(connection, claims: list[Claim], *, now: datetime, source: str) -> R
     existing = _existing(connection, [owner for _, owner, _, _ in standing if owner is not None])
     all_emails = [email for *_, email in standing if email]
     suppressed = suppressed_reasons(connection, all_emails) if all_emails else {}
+    # An erased person's rows are rejected, not stored as a suppressed contact: erasure means we keep
+    # nothing of them, and the rejects file (the importer's own input) and summary say why.
+    erased = privacy.erased_emails(connection, all_emails)
 
     new_rows, accepted, updates = [], [], []
     for members, owner, found_by, email in standing:
+        if email in erased:
+            rejected.update((i, privacy.ERASED_REASON) for i in members)
+            continue
         merged = _merge([claims[i] for i in members])
         status = status_for(suppressed[email]) if email in suppressed else None
         if owner is None:
