@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import cache
 
-from sqlalchemy import Float, func, literal
+from sqlalchemy import Float, bindparam, func, literal
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from segments.db import UTCDateTime
 from segments.interests import decayed_score_sql
 from segments.models import TAG_LENGTH, Interest
 
@@ -48,7 +50,7 @@ def raise_interests(
 
     ``weights`` is a link's ``interests`` ({tag: weight}); tags that are not strings of at most
     TAG_LENGTH characters and weights that are not positive numbers are ignored. ``now`` is
-    timezone-aware. One ``INSERT … ON CONFLICT DO UPDATE`` for all the tags.
+    timezone-aware. One ``INSERT … ON CONFLICT DO UPDATE``, executed for all the tags at once.
     """
     rows = []
     for tag, weight in (weights or {}).items():
@@ -56,27 +58,31 @@ def raise_interests(
             continue
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
             continue
-        rows.append({"contact_id": contact_id, "tag": tag, "score": clamp(points * float(weight)), "updated_at": now})
+        score = clamp(points * float(weight))
+        rows.append({"contact_id": contact_id, "tag": tag, "score": score, "updated_at": now, "now": now})
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(Interest).values(rows)
+    session.execute(_upsert(session.get_bind().dialect.name, float(half_life_days)), rows)
+
+
+@cache
+def _upsert(dialect: str, half_life_days: float):
+    """The raise as one ``INSERT … ON CONFLICT DO UPDATE``, built once per dialect and half-life, run for every tag."""
     table = Interest.__table__
+    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    now = bindparam("now", type_=UTCDateTime())
     decayed = decayed_score_sql(
         table.c.score, table.c.updated_at, dialect_name=dialect, now=now, half_life_days=half_life_days
     )
-    added = insert.excluded.score  # the points × weight of this response, already within bounds
-    raised = decayed + added
+    raised = decayed + insert.excluded.score  # excluded.score: this response's points × weight, within bounds
     low, high = literal(0.0, Float()), literal(MAX_SCORE, Float())
     if dialect == "postgresql":
         bounded = func.least(func.greatest(raised, low), high)
     else:  # SQLite's multi-argument min() and max() are its scalar least and greatest
         bounded = func.min(func.max(raised, low), high)
-    session.execute(
-        insert.on_conflict_do_update(
-            index_elements=[table.c.contact_id, table.c.tag],
-            set_={"score": bounded, "updated_at": insert.excluded.updated_at},
-        )
+    return insert.on_conflict_do_update(
+        index_elements=[table.c.contact_id, table.c.tag],
+        set_={"score": bounded, "updated_at": insert.excluded.updated_at},
     )
 
 

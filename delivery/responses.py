@@ -17,10 +17,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 from babel.numbers import get_currency_precision, is_currency
-from sqlalchemy import String, and_, case, column, insert, literal, null, select, table, update
+from sqlalchemy import String, and_, bindparam, case, column, func, insert, literal, null, or_, select, table, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -44,6 +45,7 @@ FUTURE_SKEW = timedelta(days=1)  # a conversion may come from a clock this far a
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A delivery's run, without importing campaigns (delivery may import segments only).
 _runs = table("runs", column("id"), column("campaign_id"))
+_EVENT_INSERT = insert(Event.__table__)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ def record_open(
     recorded = _record_tracked(session, "open", delivery_id, None, client, now)
     if recorded is None:
         return None
-    row = session.execute(_details(delivery_id)).first()
+    row = _details(session, delivery_id)
     _event(session, row.contact_id, "open", recorded.id, now, _properties(row, recorded.machine_reason, None))
     return session.get(Response, recorded.id)
 
@@ -99,7 +101,7 @@ def record_click(
     """
     now = now or utcnow()
     recorded = _record_tracked(session, "click", delivery_id, link_id, client, now)
-    row = session.execute(_details(delivery_id, link_id)).first()
+    row = _details(session, delivery_id, link_id)
     if row is None:
         return None
     if recorded is not None:
@@ -119,57 +121,88 @@ def _record_tracked(session: Session, kind: str, delivery_id: int, link_id: int 
     The row (id, machine_reason), or None when nothing was recorded. The machine reason is the
     client's (``machine.client_reason``), else prefetch judged in SQL against the delivery's sent_at.
     """
-    reason = client_reason(kind, client)
-    if reason is not None:
-        reason_sql = literal(reason, String())
-    else:
-        prefetch = and_(
-            Delivery.sent_at <= literal(now, UTCDateTime()), Delivery.sent_at > literal(now - PREFETCH, UTCDateTime())
-        )
-        reason_sql = case((prefetch, literal("prefetch", String())), else_=null())
     agent = client.user_agent[:USER_AGENT_KEPT] if client is not None and client.user_agent else None
+    params = {
+        "delivery_id": delivery_id,
+        "link_id": link_id,
+        "reason": client_reason(kind, client),
+        "user_agent": agent,
+        "now": now,
+        "prefetch_after": now - PREFETCH,
+    }
+    return session.execute(_tracked_insert(kind), params).first()
+
+
+@cache
+def _tracked_insert(kind: str):
+    """INSERT … SELECT of an open or a click, built once: its values are bound parameters."""
+    deliveries, links, consents, responses = Delivery.__table__, Link.__table__, Consent.__table__, Response.__table__
+    now = bindparam("now", type_=UTCDateTime())
+    prefetch = and_(
+        deliveries.c.sent_at <= now, deliveries.c.sent_at > bindparam("prefetch_after", type_=UTCDateTime())
+    )
+    reason = func.coalesce(
+        bindparam("reason", type_=String()), case((prefetch, literal("prefetch", String())), else_=null())
+    )
+    click = kind == "click"
     columns = {
         "kind": literal(kind, String()),
-        "delivery_id": Delivery.id,
-        "run_id": Delivery.run_id,
-        "contact_id": Delivery.contact_id,
-        "link_id": Link.id if link_id is not None else null(),
-        "block_version_id": Link.block_version_id if link_id is not None else null(),
-        "machine_reason": reason_sql,
-        "machine": reason_sql.is_not(None),
-        "user_agent": literal(agent, String()),
-        "occurred_at": literal(now, UTCDateTime()),
-        "received_at": literal(now, UTCDateTime()),
+        "delivery_id": deliveries.c.id,
+        "run_id": deliveries.c.run_id,
+        "contact_id": deliveries.c.contact_id,
+        "link_id": links.c.id if click else null(),
+        "block_version_id": links.c.block_version_id if click else null(),
+        "machine_reason": reason,
+        "machine": reason.is_not(None),
+        "user_agent": bindparam("user_agent", type_=String()),
+        "occurred_at": now,
+        "received_at": now,
     }
-    source = select(*columns.values()).select_from(Delivery)
-    if link_id is not None:
-        source = source.join(Link, Link.id == link_id)
-    source = source.join(
-        Consent,
-        and_(Consent.contact_id == Delivery.contact_id, Consent.purpose == TRACKING, Consent.granted.is_(True)),
-    ).where(Delivery.id == delivery_id, Delivery.status.in_(RECORDED_STATUSES))
-    statement = insert(Response).from_select(list(columns), source).returning(Response.id, Response.machine_reason)
-    return session.execute(statement).first()
+    source = select(*columns.values()).select_from(deliveries)
+    if click:
+        source = source.join(links, links.c.id == bindparam("link_id"))
+    tracking = and_(
+        consents.c.contact_id == deliveries.c.contact_id,
+        consents.c.purpose == TRACKING,
+        consents.c.granted.is_(True),
+    )
+    source = source.join(consents, tracking).where(deliveries.c.id == bindparam("delivery_id"), _recorded(deliveries))
+    returning = (responses.c.id, responses.c.machine_reason)
+    return insert(responses).from_select(list(columns), source).returning(*returning)
 
 
-def _details(delivery_id: int, link_id: int | None = None):
-    """One row: the sent delivery, its run's campaign, the contact's profiling consent (and the link)."""
+def _recorded(deliveries):
+    """The delivery may have reached someone; OR of equalities, not IN: an IN list is expanded at every execution."""
+    return or_(*(deliveries.c.status == literal(status, String()) for status in RECORDED_STATUSES))
+
+
+def _details(session: Session, delivery_id: int, link_id: int | None = None):
+    """One row: the sent delivery, its run's campaign, the contact's profiling consent (and the link); or None."""
+    return session.execute(
+        _details_query(link_id is not None), {"delivery_id": delivery_id, "link_id": link_id}
+    ).first()
+
+
+@cache
+def _details_query(with_link: bool):
+    deliveries, links, consents = Delivery.__table__, Link.__table__, Consent.__table__
     columns = [
-        Delivery.id.label("delivery_id"),
-        Delivery.run_id,
-        Delivery.contact_id,
+        deliveries.c.id.label("delivery_id"),
+        deliveries.c.run_id,
+        deliveries.c.contact_id,
         _runs.c.campaign_id,
-        Consent.granted.label("profiling"),
+        consents.c.granted.label("profiling"),
     ]
-    if link_id is not None:
-        columns += [Link.id.label("link_id"), Link.url, Link.block_version_id, Link.interests]
-    query = select(*columns).select_from(Delivery)
-    if link_id is not None:
-        query = query.join(Link, Link.id == link_id)
+    if with_link:
+        columns += [links.c.id.label("link_id"), links.c.url, links.c.block_version_id, links.c.interests]
+    query = select(*columns).select_from(deliveries)
+    if with_link:
+        query = query.join(links, links.c.id == bindparam("link_id"))
+    profiling = and_(consents.c.contact_id == deliveries.c.contact_id, consents.c.purpose == PROFILING)
     return (
-        query.outerjoin(_runs, _runs.c.id == Delivery.run_id)
-        .outerjoin(Consent, and_(Consent.contact_id == Delivery.contact_id, Consent.purpose == PROFILING))
-        .where(Delivery.id == delivery_id, Delivery.status.in_(RECORDED_STATUSES))
+        query.outerjoin(_runs, _runs.c.id == deliveries.c.run_id)
+        .outerjoin(consents, profiling)
+        .where(deliveries.c.id == bindparam("delivery_id"), _recorded(deliveries))
     )
 
 
@@ -368,16 +401,16 @@ def _conversion_contact(session: Session, email, contact_id, delivery_id) -> tup
     """(contact id or None, delivery row or None) from the identifiers given; ConversionError for bad ones."""
     delivery = None
     if delivery_id is not None:
-        if isinstance(delivery_id, bool) or not isinstance(delivery_id, int):
-            raise ConversionError("delivery_id: must be an integer")
+        if not _is_id(delivery_id):
+            raise ConversionError("delivery_id: must be a positive integer")
         delivery = session.execute(
             select(Delivery.id, Delivery.run_id, Delivery.contact_id).where(Delivery.id == delivery_id)
         ).first()
         if delivery is None:
             raise ConversionError(f"delivery_id: no message {delivery_id}")
     if contact_id is not None:
-        if isinstance(contact_id, bool) or not isinstance(contact_id, int):
-            raise ConversionError("contact_id: must be an integer")
+        if not _is_id(contact_id):
+            raise ConversionError("contact_id: must be a positive integer")
         if session.scalar(select(Contact.id).where(Contact.id == contact_id)) is None:
             raise ConversionError(f"contact_id: no contact {contact_id}")
         return contact_id, delivery
@@ -392,6 +425,11 @@ def _conversion_contact(session: Session, email, contact_id, delivery_id) -> tup
     if delivery is not None:
         return delivery.contact_id, delivery
     raise ConversionError("contact_id: name the customer by contact_id, email or delivery_id")
+
+
+def _is_id(value) -> bool:
+    """A row id the databases can hold: a positive 64-bit integer (PostgreSQL refuses a larger one)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
 
 
 def _last_human_click(session: Session, contact_id: int, occurred_at: datetime, window_days: float):
@@ -445,16 +483,17 @@ def _properties(row, machine_reason: str | None, interests) -> dict:
 
 def _event(session: Session, contact_id: int, kind: str, response_id: int, at: datetime, properties: dict) -> None:
     session.execute(
-        insert(Event).values(
-            contact_id=contact_id,
-            channel=CHANNEL,
-            type=kind,
-            occurred_at=at,
-            properties=properties,
-            source=SOURCE,
-            external_id=f"response:{response_id}",
-            received_at=utcnow(),
-        )
+        _EVENT_INSERT,
+        {
+            "contact_id": contact_id,
+            "channel": CHANNEL,
+            "type": kind,
+            "occurred_at": at,
+            "properties": properties,
+            "source": SOURCE,
+            "external_id": f"response:{response_id}",
+            "received_at": at,
+        },
     )
 
 

@@ -44,11 +44,15 @@ def decayed_score_sql(
     updated_at: ColumnElement,
     *,
     dialect_name: str,
-    now: datetime,
+    now: datetime | ColumnElement,
     half_life_days: float,
 ) -> ColumnElement[float]:
-    """The decayed score as an SQL expression for ``dialect_name`` (sqlite or postgresql)."""
-    now_param = literal(now, UTCDateTime())
+    """The decayed score as an SQL expression for ``dialect_name`` (sqlite or postgresql).
+
+    ``now`` is a datetime, or an SQL expression of one (a ``bindparam``, so that a statement built
+    once can be run at any time).
+    """
+    now_param = now if isinstance(now, ColumnElement) else literal(now, UTCDateTime())
     if dialect_name == "sqlite":
         # julianday() reads SQLAlchemy's stored 'YYYY-MM-DD HH:MM:SS.ffffff' text;
         # the multi-argument max() is SQLite's scalar maximum.

@@ -271,6 +271,9 @@ def test_a_conversion_is_attributed_to_the_last_human_click_in_the_window_and_te
         ({"email": "not an address"}, "email"),
         ({"email": None, "contact_id": 10**9}, "contact_id"),
         ({"email": None, "delivery_id": 10**9}, "delivery_id"),
+        ({"email": None, "delivery_id": 10**30}, "delivery_id"),
+        ({"email": None, "contact_id": -1}, "contact_id"),
+        ({"email": None, "contact_id": "7"}, "contact_id"),
         ({"email": None}, "contact_id"),
     ],
 )
@@ -353,3 +356,32 @@ def test_clicked_pizza_in_30_days_is_a_segment(session):
     rule["event"]["where"]["machine"] = False
     found = {c.email for c in preview_contacts(session, rule, now=now, half_life_days=HALF_LIFE)}
     assert found == {"recent@example.com"}
+
+
+def test_concurrent_clicks_are_all_recorded(engine, session):
+    """Four writers at once (as gunicorn workers are): no click is lost and none fails on a lock."""
+    contact, delivery = add_sent(session)
+    link_id = pizza_link(session)
+    factory = make_session_factory(engine)
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def click():
+        try:
+            with factory() as own:
+                barrier.wait()
+                for _ in range(25):
+                    assert record_click(own, delivery.id, link_id, HUMAN, half_life_days=HALF_LIFE)
+                    own.commit()
+        except Exception as exc:  # reported below, with its type
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=click) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == []
+    assert session.scalar(select(func.count()).where(Response.kind == "click")) == 100
+    assert len(events(session, contact.id, "click")) == 100
+    assert scores(session, contact.id)["pizza"] == pytest.approx(100 * learning.CLICK_POINTS, rel=1e-3)
