@@ -8,10 +8,10 @@ import lxml.html
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from delivery.models import Link, Response
-from segments.models import Contact, Event, Suppression
+from segments.models import Consent, Contact, Event, Suppression
 
 NO_RETRY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -196,4 +196,35 @@ def test_a_delivery_that_is_gone_is_a_404_though_its_token_is_good(client, sent,
     assert client.post(mail.unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 404
     pixel = client.get(mail.pixel)  # the image is still answered: a broken image helps nobody
     assert pixel.status_code == 200 and pixel.headers["Content-Type"] == "image/gif"
+    assert responses(session) == 0
+
+
+def test_when_the_database_fails_a_click_is_a_503_and_the_pixel_still_an_image(client, sent, session, engine):
+    mail = sent["bob@example.com"]
+    assert client.get(mail.unsubscribe).status_code == 200  # the schema check has passed
+    session.commit()
+    with engine.begin() as connection:  # a real fault: the table the responses go to is not there
+        connection.execute(text("ALTER TABLE responses RENAME TO responses_away"))
+    try:
+        click = client.get(mail.clicks[0])
+        pixel = client.get(mail.pixel)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE responses_away RENAME TO responses"))
+    assert click.status_code == 503 and "Location" not in click.headers
+    assert client.get_cookie("patron_click") is None
+    assert pixel.status_code == 200 and pixel.get_data()[:6] == b"GIF89a"
+    assert responses(session) == 0
+
+
+def test_a_click_after_tracking_consent_is_withdrawn_redirects_but_records_nothing_and_sets_no_cookie(
+    client, sent, session
+):
+    mail = sent["bob@example.com"]
+    contact_id = session.scalar(select(Contact.id).where(Contact.email == mail.email))
+    session.merge(Consent(contact_id=contact_id, purpose="tracking", granted=False, source="test"))
+    session.commit()
+    answer = client.get(mail.clicks[0])
+    assert answer.status_code == 302 and answer.headers["Location"]
+    assert client.get_cookie("patron_click") is None and "Set-Cookie" not in answer.headers
     assert responses(session) == 0

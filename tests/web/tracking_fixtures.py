@@ -68,12 +68,12 @@ def client(tracking_app):
     return tracking_app.test_client()
 
 
-def read_mail(raw: bytes, delivery_ids: dict[str, int]) -> Mail:
+def read_mail(raw: bytes, delivery_ids: dict[str, int], base_url: str = BASE_URL) -> Mail:
     """The tracked URLs of a sent message, read the way a mail client would (headers, HTML parsed by lxml)."""
     message = parse(raw)
     html = lxml.html.fromstring(message.get_body(("html",)).get_content())
     hrefs = [urlsplit(href) for href in html.xpath("//a/@href")]
-    base = urlsplit(BASE_URL)
+    base = urlsplit(base_url)
     clicks = [f"{u.path}" for u in hrefs if u.netloc == base.netloc and u.path.startswith("/r/")]
     pixels = [urlsplit(src).path for src in html.xpath("//img/@src") if urlsplit(src).path.startswith("/o/")]
     header = str(message["List-Unsubscribe"])

@@ -18,7 +18,7 @@ from content.selection import locale_chain
 from delivery.models import Delivery
 from delivery.responses import Client, record_click, record_open, unsubscribe
 from delivery.tracking import LinkSigner
-from segments.models import Contact
+from segments.models import Consent, Contact
 from segments.preferences import PURPOSES, Preferences, current_preferences, save_preferences
 from web.db import get_session
 from web.tracking import bp
@@ -107,6 +107,7 @@ def click(delivery_id: int, link_id: int, token: str):
         if url is None:
             session.rollback()
             abort(404)
+        tracked = _tracking_granted(session, delivery_id)
         session.commit()
     except SQLAlchemyError:
         session.rollback()
@@ -114,6 +115,8 @@ def click(delivery_id: int, link_id: int, token: str):
         abort(503)
     response = redirect(url, 302)
     response.headers["Cache-Control"] = "no-store"
+    if not tracked:  # the click was not recorded: nothing to attribute, and no cookie without consent
+        return response
     window_days = current_app.config["PATRON_ATTRIBUTION_WINDOW_DAYS"]
     response.set_cookie(
         "patron_click",
@@ -124,6 +127,16 @@ def click(delivery_id: int, link_id: int, token: str):
         secure=current_app.config["PATRON_BASE_URL"].startswith("https:"),
     )
     return response
+
+
+def _tracking_granted(session, delivery_id: int) -> bool:
+    """Whether the recipient of ``delivery_id`` grants tracking (record_click records the click only then)."""
+    query = (
+        select(Consent.granted)
+        .join(Delivery, Delivery.contact_id == Consent.contact_id)
+        .where(Delivery.id == delivery_id, Consent.purpose == "tracking")
+    )
+    return bool(session.scalar(query))
 
 
 def _one_click_body() -> bool:

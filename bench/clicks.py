@@ -1,0 +1,294 @@
+"""Click benchmark: tracked click redirects served by ``patron serve`` (gunicorn) and by Flask's development server.
+
+    python bench/clicks.py [--requests N] [--database sqlite|postgresql|both] [--json]
+
+For each database, untimed: migrate an empty database, add CONTACTS contacts (marketing, tracking and
+profiling consent), import the demo pack and send the weekly campaign through the real pipeline into a
+maildir outbox; read every click URL from the sent messages (email parser + lxml), and date the sends an
+hour back so no click counts as a prefetch (every click is a human one: it writes a response, an event and
+the interest upsert, the full path). Then, for each server in turn (``patron serve --workers 2`` with its
+default threads, then ``flask run``, threaded), from this process over loopback: WARMUP requests, then N
+requests of those URLs in a seeded random order from CONCURRENCY threads, each on one keep-alive
+``http.client`` connection (reopened only when the server closes it). Reported per server and database:
+recorded clicks per second over the timed requests, p50 and p99 latency, the 302s answered, the click
+responses and click events stored meanwhile, and lost clicks (302s answered minus responses stored: must be
+0). The PostgreSQL database (``--postgresql-url``, default $PATRON_BENCH_POSTGRES_URL or a local
+``patron_bench_clicks``) is created if missing and its public schema is dropped and recreated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import http.client
+import itertools
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+PACK = ROOT / "examples" / "packs" / "corner-shop"
+CAMPAIGN = ROOT / "examples" / "campaigns" / "weekly.yaml"
+SECRET_KEY = "patron-bench-clicks-secret-key-0123456789"
+CONTACTS = 400
+CONCURRENCY = 8
+WARMUP = 200
+SEED = 9
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+DEFAULT_POSTGRES = os.environ.get(
+    "PATRON_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/patron_bench_clicks"
+)
+
+
+def reset_postgres(url: str) -> str:
+    """Create the database if missing and empty its public schema; the SQLAlchemy URL (psycopg 3)."""
+    import psycopg
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = parts._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as connection:
+        if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            connection.execute(f'CREATE DATABASE "{name}"')
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("DROP SCHEMA public CASCADE")
+        connection.execute("CREATE SCHEMA public")
+    return "postgresql+psycopg://" + url.split("://", 1)[1]
+
+
+def seed(url: str, work: Path) -> list[str]:
+    """A migrated database with one sent campaign; the click paths of the sent messages."""
+    import lxml.html
+    from sqlalchemy import insert, update
+
+    from campaigns.definition import load_definition
+    from campaigns.executors import WorkerConfig, execute_run
+    from campaigns.runs import create_campaign, start_run
+    from content.packs import import_pack
+    from delivery.models import Delivery
+    from segments.db import make_engine, make_session_factory, utcnow
+    from segments.models import Consent, Contact
+    from web.db import upgrade
+
+    engine = make_engine(url)
+    upgrade(engine)
+    with make_session_factory(engine)() as session:
+        ids = session.scalars(
+            insert(Contact).returning(Contact.id),
+            [
+                {"email": f"c{i}@bench.example.com", "first_name": f"C{i}", "locale": ("en", "es")[i % 2]}
+                for i in range(CONTACTS)
+            ],
+        ).all()
+        session.execute(
+            insert(Consent),
+            [
+                {"contact_id": i, "purpose": purpose, "granted": True, "source": "bench"}
+                for i in ids
+                for purpose in ("marketing", "tracking", "profiling")
+            ],
+        )
+        import_pack(session, PACK)
+        campaign = create_campaign(session, load_definition(CAMPAIGN), str(CAMPAIGN))
+        run = start_run(session, campaign.id)
+        session.commit()
+        outbox = work / "outbox"
+        config = WorkerConfig(
+            database_url=url,
+            delivery_url=f"outbox://{outbox}",
+            secret_key=SECRET_KEY,
+            base_url="http://127.0.0.1",
+            instance_path=str(work / "instance"),
+            half_life_days=30.0,
+            workers=1,
+        )
+        execute_run(config, run.id)
+        # Sent an hour ago: a click seconds after sending would be flagged as a prefetch.
+        session.execute(update(Delivery).values(sent_at=utcnow() - timedelta(hours=1)))
+        session.commit()
+    engine.dispose()
+    paths = []
+    for path in sorted((outbox / "new").iterdir()):
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        html = lxml.html.fromstring(message.get_body(("html",)).get_content())
+        paths += [urlsplit(href).path for href in html.xpath("//a/@href") if urlsplit(href).path.startswith("/r/")]
+    if not paths:
+        raise SystemExit("the sent messages carry no click links: nothing to benchmark")
+    return paths
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(kind: str, url: str, work: Path, port: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "PATRON_DATABASE_URL": url,
+        "PATRON_SECRET_KEY": SECRET_KEY,
+        "PATRON_INSTANCE_PATH": str(work / "instance"),
+        "PATRON_BASE_URL": f"http://127.0.0.1:{port}",
+    }
+    if kind == "gunicorn":
+        command = [str(Path(sys.executable).with_name("patron")), "serve", "--port", str(port), "--workers", "2"]
+    else:
+        command = [sys.executable, "-m", "flask", "--app", "web:create_app", "run", "--port", str(port)]
+    log = open(work / f"{kind}.log", "w")  # noqa: SIM115  (the child writes it until stopped)
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{kind} exited with {process.returncode}; see {work / f'{kind}.log'}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"{kind} did not listen on {port} within 30 s")
+
+
+def drive(port: int, paths: list[str], total: int) -> dict:
+    """``total`` GETs of ``paths`` from CONCURRENCY keep-alive connections: statuses, latencies, seconds."""
+    counter = itertools.count()
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+    lock = threading.Lock()
+
+    def load() -> None:
+        nonlocal errors
+        mine, seen, failed = [], {}, 0
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while (index := next(counter)) < total:
+            started = time.perf_counter()
+            try:
+                connection.request("GET", paths[index % len(paths)], headers={"User-Agent": USER_AGENT})
+                answer = connection.getresponse()
+                answer.read()
+            except (http.client.HTTPException, OSError):
+                failed += 1  # never retried: a retry could record a click twice
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            mine.append(time.perf_counter() - started)
+            seen[answer.status] = seen.get(answer.status, 0) + 1
+            if answer.will_close:
+                connection.close()
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.close()
+        with lock:
+            latencies.extend(mine)
+            errors += failed
+            for status, count in seen.items():
+                statuses[status] = statuses.get(status, 0) + count
+
+    threads = [threading.Thread(target=load) for _ in range(CONCURRENCY)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {"seconds": time.perf_counter() - started, "latencies": latencies, "statuses": statuses, "errors": errors}
+
+
+def stored_clicks(url: str) -> tuple[int, int]:
+    """(click responses, click events) in the database."""
+    from sqlalchemy import func, select
+
+    from delivery.models import Response
+    from segments.db import make_engine
+    from segments.models import Event
+
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        responses = connection.scalar(select(func.count()).select_from(Response).where(Response.kind == "click"))
+        events = connection.scalar(select(func.count()).select_from(Event).where(Event.type == "click"))
+    engine.dispose()
+    return responses, events
+
+
+def measure(kind: str, url: str, work: Path, paths: list[str], requests: int) -> dict:
+    port = free_port()
+    server = start_server(kind, url, work, port)
+    try:
+        before = stored_clicks(url)
+        warm = drive(port, paths, WARMUP)
+        timed = drive(port, paths, requests)
+        after = stored_clicks(url)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    answered = warm["statuses"].get(302, 0) + timed["statuses"].get(302, 0)
+    latencies = sorted(timed["latencies"]) or [0.0]
+    return {
+        "server": kind,
+        "requests": requests,
+        "clicks_per_s": round(timed["statuses"].get(302, 0) / timed["seconds"], 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
+        "answered_302": answered,
+        "other_statuses": {str(s): n for s, n in timed["statuses"].items() if s != 302},
+        "errors": warm["errors"] + timed["errors"],
+        "responses_stored": after[0] - before[0],
+        "events_stored": after[1] - before[1],
+        "lost_clicks": answered - (after[0] - before[0]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=10_000, help="timed requests per server (default %(default)s)")
+    parser.add_argument("--database", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument(
+        "--postgresql-url", default=DEFAULT_POSTGRES, help="reset by the benchmark (default %(default)s)"
+    )
+    parser.add_argument("--servers", default="gunicorn,flask", help="comma-separated: gunicorn, flask (default both)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    options = parser.parse_args(argv)
+    databases = ("sqlite", "postgresql") if options.database == "both" else (options.database,)
+    results = []
+    for database in databases:
+        with tempfile.TemporaryDirectory(prefix="patron-bench-clicks-") as folder:
+            work = Path(folder)
+            url = f"sqlite:///{work / 'bench.db'}" if database == "sqlite" else reset_postgres(options.postgresql_url)
+            paths = seed(url, work)
+            random.Random(SEED).shuffle(paths)
+            for kind in options.servers.split(","):
+                result = {
+                    "database": database,
+                    "click_urls": len(paths),
+                    **measure(kind, url, work, paths, options.requests),
+                }
+                results.append(result)
+                if not options.json:
+                    print(
+                        f"{database:10} {kind:8} {result['clicks_per_s']:8.1f} clicks/s  p50 {result['p50_ms']:6.2f} ms"
+                        f"  p99 {result['p99_ms']:7.2f} ms  302s {result['answered_302']}"
+                        f"  stored {result['responses_stored']}/{result['events_stored']}  lost {result['lost_clicks']}"
+                        f"  errors {result['errors']} {result['other_statuses'] or ''}",
+                        flush=True,
+                    )
+    if options.json:
+        print(json.dumps({"concurrency": CONCURRENCY, "contacts": CONTACTS, "results": results}, indent=2))
+    return 1 if any(r["lost_clicks"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
