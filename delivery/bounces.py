@@ -6,7 +6,7 @@
 - hard bounce: the address is suppressed at once (reason ``bounced``);
 - soft bounce: suppressed once the contact has ``soft_limit`` soft bounces within ``soft_days``;
 - complaint (ARF): suppressed at once (reason ``complained``);
-- a mail to a delivery's mailto unsubscribe address: suppressed (``unsubscribed``), marketing consent withdrawn;
+- a mail to a delivery's mailto unsubscribe address: :func:`delivery.responses.unsubscribe`, as the one-click POST;
 - delayed, auto-reply, unrecognized: nothing changes; the result says what it was.
 
 A message is tied to its row by VERP first (``bounces+ID-TOKEN@domain``, the envelope sender the message
@@ -32,9 +32,10 @@ from sqlalchemy.orm import Session
 
 from delivery.dsn import Report, read_report
 from delivery.models import Delivery, Response
+from delivery.responses import unsubscribe
 from delivery.tracking import LinkSigner
 from segments.db import utcnow
-from segments.models import Consent, Event
+from segments.models import Event
 from segments.suppressions import suppress
 
 KINDS = ("hard", "soft", "complaint", "auto_reply", "unsubscribe", "delayed", "unrecognized")
@@ -93,10 +94,10 @@ def process_message(
     """
     now = now or utcnow()
     report = read_report(raw)
-    unsubscribe = _addressed_delivery(signer, report.addressed_to, "unsubscribe")
-    if unsubscribe is not None and report.kind not in ("hard", "soft", "complaint", "delayed"):
+    mailto = _addressed_delivery(signer, report.addressed_to, "unsubscribe")
+    if mailto is not None and report.kind not in ("hard", "soft", "complaint", "delayed"):
         report = Report("unsubscribe", addressed_to=report.addressed_to, reason="a mail to the unsubscribe address")
-        delivery = session.get(Delivery, unsubscribe)
+        delivery = session.get(Delivery, mailto)
     else:
         delivery = _match(session, signer, report)
     result = BounceResult(
@@ -111,8 +112,11 @@ def process_message(
         return result
     if delivery is None:
         return replace(result, reason="matches no message Patron sent: nothing changed")
+    if report.kind == "unsubscribe":  # the same as the one-click POST: idempotent per delivery
+        unsubscribe(session, delivery.id, source=source, now=now)
+        return replace(result, reason="unsubscribed: address suppressed, marketing consent withdrawn")
     digest = hashlib.sha256(raw).hexdigest()
-    kind = "complaint" if report.kind == "complaint" else "unsubscribe" if report.kind == "unsubscribe" else "bounce"
+    kind = "complaint" if report.kind == "complaint" else "bounce"
     if session.scalar(select(Response.id).where(Response.kind == kind, Response.external_id == digest)):
         return replace(result, reason="already processed")
     try:
@@ -144,7 +148,7 @@ def record_refusals(session: Session, refusals: Sequence[tuple[int, str]], *, no
 
 def _apply(session, delivery, report: Report, external_id: str, source: str, now, soft_limit, soft_days) -> str:
     """Record the response and its event and suppress where due; what changed, in words."""
-    kind = {"complaint": "complaint", "unsubscribe": "unsubscribe"}.get(report.kind, "bounce")
+    kind = "complaint" if report.kind == "complaint" else "bounce"
     bounce_type = report.kind if kind == "bounce" else None
     response = Response(
         kind=kind,
@@ -180,10 +184,6 @@ def _apply(session, delivery, report: Report, external_id: str, source: str, now
     if report.kind == "complaint":
         suppress(session, delivery.email, "complained", source)
         return "address suppressed (complained)"
-    if report.kind == "unsubscribe":
-        _withdraw_marketing(session, delivery.contact_id, source, now)
-        suppress(session, delivery.email, "unsubscribed", source)
-        return "unsubscribed"
     session.flush()
     soft = session.scalar(
         select(func.count(Response.id)).where(
@@ -197,14 +197,6 @@ def _apply(session, delivery, report: Report, external_id: str, source: str, now
         suppress(session, delivery.email, "bounced", source)
         return f"address suppressed (bounced): {soft} soft bounces in {soft_days:g} days"
     return f"soft bounce {soft} of {soft_limit} in {soft_days:g} days"
-
-
-def _withdraw_marketing(session: Session, contact_id: int, source: str, now: datetime) -> None:
-    consent = session.get(Consent, (contact_id, "marketing"))
-    if consent is None:
-        session.add(Consent(contact_id=contact_id, purpose="marketing", granted=False, source=source, recorded_at=now))
-    else:
-        consent.granted, consent.source, consent.recorded_at = False, source, now
 
 
 def _addressed_delivery(signer: LinkSigner, addresses: Sequence[str], kind: str) -> int | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import mailbox
+import re
 from datetime import timedelta
 
 import pytest
@@ -18,7 +21,14 @@ from delivery.models import Delivery, Response
 from delivery.tracking import LinkSigner
 from segments.db import utcnow
 from segments.models import Consent, Contact, Event, Suppression
-from tests.campaigns.conftest import BASE_URL, SECRET, pack, worker_config  # noqa: F401  (pack: a fixture)
+from tests.campaigns.conftest import (  # noqa: F401  (pack: a fixture)
+    BASE_URL,
+    SECRET,
+    add_campaign,
+    add_contacts,
+    pack,
+    worker_config,
+)
 from tests.delivery.bounce_mail import send_to
 
 SIGNER = LinkSigner(SECRET, BASE_URL)
@@ -201,3 +211,18 @@ def test_a_message_over_the_size_limit_is_unrecognized_without_being_parsed(sess
 def test_whatever_the_bytes_reading_never_raises(raw):
     assert read_report(b"Content-Type: multipart/report; boundary=z\n\n--z\n" + raw).kind in KINDS
     assert read_report(raw).kind in KINDS
+
+
+def test_the_outbox_writes_the_verp_return_path_on_the_bounce_domain(session, engine, tmp_path, pack):  # noqa: F811
+    add_contacts(session, [{"email": "ana@example.org", "first_name": "Ana"}])
+    run = start_run(session, add_campaign(session).id)
+    session.commit()
+    config = worker_config(engine, tmp_path, f"outbox://{tmp_path / 'outbox'}")
+    execute_run(dataclasses.replace(config, bounce_domain="bounces.example.net"), run.id)
+    (message,) = mailbox.Maildir(tmp_path / "outbox", factory=None, create=False)
+    delivery_id = session.scalar(select(Delivery.id).where(Delivery.run_id == run.id))
+    return_path = message["Return-Path"].strip("<>")
+    assert return_path.endswith("@bounces.example.net")
+    assert SIGNER.parse_verp(return_path) == ("bounce", delivery_id)
+    mailto = re.search(r"<mailto:([^?>]+)", message["List-Unsubscribe"]).group(1)
+    assert mailto.endswith("@bounces.example.net") and SIGNER.parse_verp(mailto) == ("unsubscribe", delivery_id)

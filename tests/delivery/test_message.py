@@ -379,3 +379,12 @@ def test_dkim_breaks_when_a_signed_header_changes_or_is_added(rsa_key, tmp_path)
 def test_dkim_rejects_a_key_it_cannot_use():
     with pytest.raises(ValueError, match="p1._domainkey.shop.example.com"):
         DkimSigner(selector="p1", domain="shop.example.com", private_key=b"not a key")
+
+
+def test_a_per_message_mailto_replaces_the_templates_and_is_checked():
+    mailto = "mailto:unsubscribe+41-abcd.0123456789abcdef@bounces.example.com?subject=unsubscribe"
+    message = parse(build(unsubscribe_mailto=mailto))
+    assert message["List-Unsubscribe"] == f"<{URL}>, <{mailto}>"
+    for bad in ("mailto:a@b\r\nBcc: victim@example.org", "mailto:<a@b>", "mailto:a@b c"):
+        with pytest.raises(HeaderError, match="mailto"):
+            build(unsubscribe_mailto=bad)

@@ -101,3 +101,29 @@ def test_links_already_sent_in_the_old_format_still_verify():
     assert signer.verify(legacy, "r", "41", "7")
     assert not signer.verify(legacy, "r", "41.7")  # the ambiguous reading is refused
     assert not signer.verify(legacy, "r", 41, 8)
+
+
+@given(delivery=st.integers(min_value=1, max_value=2**63 - 1), domain=st.sampled_from(["shop.example.com", "b.co"]))
+def test_verp_addresses_parse_back_to_their_delivery_and_nothing_else(delivery, domain):
+    signer = LinkSigner(SECRET, "https://patron.example.com", bounce_domain="Bounces.Example.NET")
+    bounce = signer.return_path(delivery, domain)
+    mailto = signer.unsubscribe_mailto(delivery, domain)
+    assert bounce.endswith("@bounces.example.net") and len(bounce.partition("@")[0]) <= 64
+    assert signer.parse_verp(bounce) == ("bounce", delivery)
+    assert signer.parse_verp(f" <{bounce}> ") == ("bounce", delivery)
+    address = mailto.removeprefix("mailto:").removesuffix("?subject=unsubscribe")
+    assert signer.parse_verp(address) == ("unsubscribe", delivery)
+    # The other kind's prefix, another delivery, another key or one changed character: not ours.
+    local, _, rest = bounce.partition("@")
+    assert signer.parse_verp(local.replace("bounces+", "unsubscribe+") + "@" + rest) is None
+    assert signer.parse_verp(bounce.replace(f"+{delivery}-", f"+{delivery + 1}-")) is None
+    assert LinkSigner("x" * 40, "https://patron.example.com").parse_verp(bounce) is None
+    flipped = local[:-1] + ("A" if local[-1] != "A" else "B")
+    assert signer.parse_verp(f"{flipped}@{rest}") is None
+    # Without a bounce domain, the sender's.
+    assert LinkSigner(SECRET, "https://p.example").return_path(delivery, domain).endswith("@" + domain)
+
+
+@given(st.one_of(st.text(max_size=600), st.integers(), st.none()))
+def test_parse_verp_never_raises(value):
+    assert LinkSigner(SECRET, "https://patron.example.com").parse_verp(value) is None  # none of them is signed

@@ -153,4 +153,19 @@ def test_refusals_are_json_and_api_routes_take_no_cookie_or_csrf(app, session):
     client = app.test_client()
     client.set_cookie("session", "anything")
     assert_refused(post_conversion(client, {}), 401, "Authorization")
-    assert client.get("/api/v1/conversions").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "method, path, status",
+    [
+        ("GET", "/api/v1/conversions", 405),
+        ("DELETE", "/api/v1/bounces", 405),
+        ("GET", "/api/v1/contacts", 404),
+        ("POST", "/api/v2/conversions", 404),
+        ("GET", "/api/", 404),
+    ],
+)
+def test_other_paths_and_methods_under_api_are_json_too(app, method, path, status):
+    response = app.test_client().open(path, method=method)
+    assert (response.status_code, response.mimetype) == (status, "application/json")
+    assert response.get_json()["error"].split(":")[0] in ("method", "path")

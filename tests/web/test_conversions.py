@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
 import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -16,6 +24,7 @@ from delivery.models import Delivery, Response
 from delivery.tracking import LinkSigner
 from segments.db import utcnow
 from segments.models import Contact
+from tests.campaigns.conftest import SECRET, patron_environment
 from tests.web.test_api_keys import bearer, make_key
 
 URL = "/api/v1/conversions"
@@ -276,3 +285,98 @@ def test_the_pixel_records_nothing_for_a_bad_cookie_or_query_and_answers_the_gif
         client.set_cookie("patron_click", f"{delivery.id}.{other_token}")  # another message's signature
     assert gif_size(client.get(f"/c.gif?{query}")) == (1, 1)
     assert conversions(session) == 0
+
+
+# Through real HTTP: `patron serve` (gunicorn, 2 workers) on loopback, clients in threads.
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server(engine, tmp_path):
+    """``patron serve`` in a process of its own on the test database; its base URL."""
+    port = free_port()
+    env = patron_environment(engine, tmp_path, f"outbox://{tmp_path / 'outbox'}")
+    env["PATRON_BASE_URL"] = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "web.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail(f"patron serve did not start: {(tmp_path / 'serve.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+    yield env["PATRON_BASE_URL"]
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+    print((tmp_path / "serve.log").read_text()[-4000:])  # shown when a test fails
+
+
+def http(url: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of one request; an HTTP error status is an answer, not an exception."""
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, dict(answer.headers), answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_the_same_orders_posted_concurrently_over_http_are_recorded_once_each(server, session):
+    sent_delivery(session)
+    key = make_key(session)
+    headers = {**bearer(key), "Content-Type": "application/json"}
+    orders = [json.dumps({**ORDER, "order_id": f"C-{number}"}).encode() for number in range(10)]
+    barrier = threading.Barrier(2, timeout=60)
+
+    def post_all(_thread: int) -> list[tuple[int, bytes]]:
+        answers = []
+        for body in orders:
+            barrier.wait()  # both threads post each order at the same moment
+            status, _headers, raw = http(f"{server}{URL}", body, headers)
+            answers.append((status, raw))
+        return answers
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(post_all, range(2))
+    for pair in zip(first, second):
+        assert sorted(status for status, _raw in pair) == [200, 201], pair
+        assert sorted(json.loads(raw)["created"] for _status, raw in pair) == [False, True]
+    assert conversions(session) == 10
+
+
+def test_the_pixel_over_http_records_for_the_cookie_and_answers_the_gif(server, session, app):
+    delivery = sent_delivery(session)
+    # The server signs with the same secret (patron_environment's) as the app fixture's cookie helper here.
+    cookie = f"{delivery.id}.{LinkSigner(SECRET, server).sign('c', delivery.id)}"
+    status, headers, body = http(
+        f"{server}/c.gif?order_id=H-1&value=5&currency=USD", headers={"Cookie": f"patron_click={cookie}"}
+    )
+    assert (status, headers["Content-Type"], body[:6]) == (200, "image/gif", b"GIF89a")
+    assert http(f"{server}/c.gif?order_id=H-2&value=5&currency=USD")[0] == 200  # no cookie: nothing recorded
+    session.expire_all()
+    assert [(row.external_id, row.delivery_id) for row in session.scalars(select(Response))] == [("H-1", delivery.id)]
+
+
+def test_unauthenticated_and_oversized_requests_over_http_get_json(server, session):
+    key = make_key(session)
+    status, headers, body = http(f"{server}{URL}", json.dumps(ORDER).encode(), {"Content-Type": "application/json"})
+    assert (status, headers["Content-Type"]) == (401, "application/json")
+    assert json.loads(body)["error"].startswith("Authorization")
+    big = json.dumps({**ORDER, "order_id": "x" * 40_000}).encode()
+    status, _headers, body = http(f"{server}{URL}", big, {**bearer(key), "Content-Type": "application/json"})
+    assert status == 413 and "error" in json.loads(body)

@@ -12,7 +12,7 @@ import re
 import secrets
 from datetime import datetime, timedelta
 
-from sqlalchemy import JSON, String, select
+from sqlalchemy import JSON, String, or_, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from segments.db import Base, BigId, UTCDateTime, utcnow
@@ -93,14 +93,12 @@ def revoke_key(session: Session, name: str, *, now: datetime | None = None) -> A
     return row
 
 
-def authenticate(
-    session: Session, key: object, scope: str, *, now: datetime | None = None
-) -> tuple[str, ApiKey | None]:
+def authenticate(session: Session, key: object, scope: str) -> tuple[str, ApiKey | None]:
     """Check a presented key for ``scope``: ("ok", row), ("forbidden", row) or ("unauthorized", None).
 
     Unauthorized: not a key's shape, unknown or revoked. Forbidden: a live key without ``scope``. The key is
     found by its digest, and the digests are compared with ``hmac.compare_digest``: no comparison depends on
-    how much of a guess was right. Marks the key used (at most once a minute); the caller commits.
+    how much of a guess was right. Only reads.
     """
     if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
         return "unauthorized", None
@@ -110,7 +108,23 @@ def authenticate(
         return "unauthorized", None
     if scope not in (row.scopes or []):
         return "forbidden", row
-    now = now or utcnow()
-    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_GRANULARITY:
-        row.last_used_at = now
     return "ok", row
+
+
+def mark_used(session: Session, key_id: int, last_used_at: datetime | None, *, now: datetime | None = None) -> None:
+    """Set key ``key_id``'s last use to ``now`` unless ``last_used_at`` (as read) is within a minute of it.
+
+    Takes the values, not the row, and writes with one conditional UPDATE, so that it can start a transaction
+    of its own (SQLite: a write that follows a read in the same transaction fails when another request wrote
+    in between). The caller commits.
+    """
+    now = now or utcnow()
+    if last_used_at is not None and now - last_used_at < LAST_USED_GRANULARITY:
+        return
+    stale = or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - LAST_USED_GRANULARITY)
+    session.execute(
+        update(ApiKey)
+        .where(ApiKey.id == key_id, stale)
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )

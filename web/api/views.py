@@ -16,8 +16,9 @@ from marshmallow import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from delivery.bounces import process_message
+from delivery.dsn import MAX_BYTES as MAX_MESSAGE_BYTES  # what the bounce reader reads at most
 from delivery.responses import ConversionError, record_conversion
-from web.api.keys import authenticate
+from web.api.keys import authenticate, mark_used
 from web.api.schemas import ConversionIn, ConversionOut, PixelConversionIn
 from web.db import get_session
 from web.tracking.views import NO_CACHE, PIXEL, signer
@@ -26,7 +27,6 @@ bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
 
 MAX_JSON_BYTES = 16 * 1024
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 MAX_AUTHORIZATION = 256
 CLICK_COOKIE = "patron_click"  # set by the tracking blueprint on a click redirect
 
@@ -78,8 +78,13 @@ def require_scope(scope: str):
                 )
             session = get_session()
             verdict, row = authenticate(session, key.strip(), scope)
-            if row is not None and session.is_modified(row):
-                session.commit()  # last used, kept even when the request itself fails
+            used = (row.id, row.last_used_at) if row is not None else None
+            # End the read before any write: on SQLite a transaction that read before another request wrote
+            # cannot write any more, so the use and the view's own work each start a fresh transaction.
+            session.rollback()
+            if verdict == "ok":
+                mark_used(session, *used)
+                session.commit()  # kept even when the request then fails
             if verdict == "unauthorized":
                 raise ApiError(
                     401,
@@ -132,6 +137,15 @@ def _record(data: dict, source: str):
     return response, created
 
 
+@bp.route("/api/", defaults={"rest": ""}, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+@bp.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+def elsewhere(rest: str):
+    """Any other path or method under /api/: a JSON 404 or 405 (the router's own would be HTML)."""
+    if request.path in ("/api/v1/conversions", "/api/v1/bounces"):
+        raise ApiError(405, f"method: {request.method} is not allowed here; use POST", headers={"Allow": "POST"})
+    raise ApiError(404, f"path: no API endpoint {request.path[:100]!r}")
+
+
 @bp.post("/api/v1/conversions")
 @require_scope("conversions")
 def post_conversion():
@@ -158,7 +172,15 @@ def post_bounce():
     if not raw.strip():
         raise ApiError(400, "body: empty; send one raw message as message/rfc822")
     session = get_session()
-    result = process_message(session, raw, signer=signer(), source="webhook")
+    settings = current_app.config["PATRON_SETTINGS"]
+    result = process_message(
+        session,
+        raw,
+        signer=signer(),
+        source="webhook",
+        soft_limit=settings.soft_bounce_limit,
+        soft_days=settings.soft_bounce_days,
+    )
     session.commit()
     return jsonify(result.as_json())
 
