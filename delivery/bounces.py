@@ -112,6 +112,8 @@ def process_message(
         return result
     if delivery is None:
         return replace(result, reason="matches no message Patron sent: nothing changed")
+    if delivery.email is None:  # its outcome not recorded yet: processing it again later applies it
+        return replace(result, reason="the message it matches has no address recorded yet: nothing changed")
     if report.kind == "unsubscribe":  # the same as the one-click POST: idempotent per delivery
         unsubscribe(session, delivery.id, source=source, now=now)
         return replace(result, reason="unsubscribed: address suppressed, marketing consent withdrawn")

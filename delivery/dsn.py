@@ -49,10 +49,13 @@ _VERP = re.compile(r"bounces\+[0-9]{1,19}-[A-Za-z0-9_.-]{16,21}@[A-Za-z0-9.-]{1,
 _CONTAINER = re.compile(rb"content-type:\s*(?:multipart|message)/", re.IGNORECASE)  # parts that hold parts
 # Where a mailbox writes the address it delivered to (the VERP address, for a bounce or a mailto).
 DELIVERED_TO = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to", "to")
+# At the start of the subject (after any "Re:"): a bounce of a campaign called "Our automatic reply" is no auto-reply.
 _AUTO_SUBJECT = re.compile(
-    r"out of (the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|away from (the )?office"
+    r"\s*(?:(?:re|aw|sv|fw|fwd)\s*:\s*)*"
+    r"(?:out of (?:the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response|away from (?:the )?office"
     r"|on vacation|vacation reply|abwesenheit|réponse automatique|respuesta automática|absence"
-    r"|please confirm your (e-?mail|message)|verify your (e-?mail|message)|challenge[- ]response|anti-?spam check",
+    r"|please confirm your (?:e-?mail|message)|verify your (?:e-?mail|message)|challenge[- ]response"
+    r"|anti-?spam check)",
     re.IGNORECASE,
 )
 _TEMPORARY = re.compile(
@@ -130,9 +133,11 @@ def _classify(message: Message, parts: list[Message]) -> Report:
         found = _delivery_status(parts)
         if found is not None:
             return found
+        if any(p.get_content_type() == "message/delivery-status" for p in parts):
+            return Report("unrecognized", reason="a delivery report without a failure (delivered, relayed, expanded)")
     failure = _detected(message)
     automatic = _auto_reply(message)
-    if failure is not None and not automatic == "strong":
+    if failure is not None and automatic != "strong":
         return failure
     if automatic:
         return Report("auto_reply", reason="an automatic reply (out of office, vacation, challenge): not a bounce")
@@ -205,7 +210,7 @@ def _auto_reply(message: Message) -> str | None:
         message.get("x-autoreply")
         or message.get("x-autorespond")
         or precedence == "auto_reply"
-        or _AUTO_SUBJECT.search(subject)
+        or _AUTO_SUBJECT.match(subject)
     ):
         return "strong"
     submitted = str(message.get("auto-submitted", "")).strip().lower()

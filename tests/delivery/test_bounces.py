@@ -29,7 +29,7 @@ from tests.campaigns.conftest import (  # noqa: F401  (pack: a fixture)
     pack,
     worker_config,
 )
-from tests.delivery.bounce_mail import send_to
+from tests.delivery.bounce_mail import Sent, send_to
 
 SIGNER = LinkSigner(SECRET, BASE_URL)
 
@@ -226,3 +226,25 @@ def test_the_outbox_writes_the_verp_return_path_on_the_bounce_domain(session, en
     assert SIGNER.parse_verp(return_path) == ("bounce", delivery_id)
     mailto = re.search(r"<mailto:([^?>]+)", message["List-Unsubscribe"]).group(1)
     assert mailto.endswith("@bounces.example.net") and SIGNER.parse_verp(mailto) == ("unsubscribe", delivery_id)
+
+
+FAKE = Sent(1, "ana@example.org", "bounces+1-AAAA.BBBBBBBBBBBBBBBB@shop.example.com", "<a1@shop.example.com>", "x@y.z")
+
+
+@pytest.mark.parametrize(
+    "fixture, edit, kind",
+    [
+        # A vacation responder with the user's own subject: Auto-Submitted alone says it.
+        ("out_of_office.eml", lambda t: t.replace("Automatic reply: This week", "Re: This week"), "auto_reply"),
+        # An Exim bounce carries Auto-Submitted too, yet its failure wins.
+        ("exim_text.eml", lambda t: t, "hard"),
+        # A bounce about a campaign whose subject looks like an auto-reply is still a bounce.
+        ("qmail.eml", lambda t: t.replace("failure notice", "Undeliverable: Automatic reply"), "hard"),
+        # A success notice is a delivery report without a failure: reported, not a bounce.
+        ("postfix_user_unknown.eml", lambda t: t.replace("Action: failed", "Action: delivered"), "unrecognized"),
+        ("postfix_delayed.eml", lambda t: t, "delayed"),
+    ],
+)
+def test_auto_replies_and_reports_are_told_apart_from_bounces(fixture, edit, kind):
+    raw = edit(FAKE.fill(fixture).decode()).encode()
+    assert read_report(raw).kind == kind
