@@ -87,7 +87,8 @@ def _own_cap_reached(dialect: str, now: datetime) -> tuple[ColumnElement, Column
         + plural
         + literal(")", String())
     )
-    return and_(limit.is_not(None), recent >= limit), reason
+    # CASE, not AND: the count runs only for contacts who set a cap (AND may evaluate both sides).
+    return case((limit.is_not(None), recent >= limit), else_=False), reason
 
 
 def _skip_reason(cap: FrequencyCap | None, now: datetime, dialect: str) -> ColumnElement:

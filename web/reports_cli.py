@@ -21,6 +21,7 @@ from web.db import get_session
 from web.segments_cli import table
 
 LANGUAGE = "en"
+ID = click.IntRange(1, 2**63 - 1)  # ids are 64-bit: a larger number is a usage error, not a database error
 
 
 def _json_default(value):
@@ -118,8 +119,8 @@ def text_report(result: dict) -> str:
 
 
 @click.command("report")
-@click.argument("campaign_id", type=int)
-@click.option("--run", "run_id", type=int, help="Only this run of the campaign.")
+@click.argument("campaign_id", type=ID)
+@click.option("--run", "run_id", type=ID, help="Only this run of the campaign.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (amounts as decimal strings).")
 @with_appcontext
 def report_command(campaign_id, run_id, as_json):

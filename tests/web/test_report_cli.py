@@ -87,3 +87,5 @@ def test_unknown_campaign_or_run_is_one_line(runner, reported):
         result = runner.invoke(args=["campaigns", "report", *args])
         assert result.exit_code == 1
         assert result.output.strip() == message
+    huge = runner.invoke(args=["campaigns", "report", str(2**63)])
+    assert huge.exit_code == 2 and "CAMPAIGN_ID" in huge.output and "Traceback" not in huge.output
