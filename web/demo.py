@@ -27,6 +27,7 @@ from web.cli import command_name
 from web.contacts_cli import run_import, summary_line
 from web.content_cli import report_line, run_pack_import
 from web.db import get_session, upgrade
+from web.demo_responses import simulate_responses
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -91,11 +92,13 @@ def demo_command(examples_dir: Path):
         count = count_segment(session, segment, now=utcnow(), half_life_days=half_life)
         summary = description if len(description) <= 72 else description[:71].rsplit(" ", 1)[0] + "…"
         click.echo(f"  {path.stem:<28} {count:>6,}  {summary}")
-    _send_weekly(session, examples_dir)
+    campaign_id, run_id = _send_weekly(session, examples_dir)
+    simulate_responses(session, current_app._get_current_object(), examples_dir, campaign_id, run_id)
+    _next_steps(campaign_id)
 
 
-def _send_weekly(session, examples_dir: Path) -> None:
-    """Import the demo pack, then create (once) and send a run of the weekly campaign to the outbox."""
+def _send_weekly(session, examples_dir: Path) -> tuple[int, int]:
+    """Import the demo pack, create (once) and send a run of the weekly campaign; (campaign id, run id)."""
     report = run_pack_import(examples_dir / "packs" / "corner-shop")
     click.echo(f"\nContent: {report_line(report)}")
     path = examples_dir / "campaigns" / "weekly.yaml"
@@ -132,12 +135,18 @@ def _send_weekly(session, examples_dir: Path) -> None:
     )
     for email, locale, blocks in rows:
         click.echo(f"  {email:<40} {locale:<6} {', '.join(keys[b] for b in blocks)}")
+    return campaign.id, run.id
+
+
+def _next_steps(campaign_id: int) -> None:
     patron = command_name()  # as this shell runs it: `patron` in an active venv, else the path it ran by
     click.echo("\nNext:")
     for command, what in (
-        (f"campaigns show {campaign.id}", "the campaign and its runs"),
-        (f"campaigns preview {campaign.id} --contact EMAIL", "why a customer got their blocks"),
-        (f"campaigns send {campaign.id} --again --wait", "next week's run"),
+        (f"campaigns show {campaign_id}", "the campaign and its runs"),
+        (f"campaigns report {campaign_id}", "what came back from each run"),
+        (f"campaigns preview {campaign_id} --contact EMAIL", "why a customer got their blocks"),
+        (f"campaigns send {campaign_id} --again --wait", "next week's run"),
+        ("serve", "the tracking links, unsubscribe and preference pages, the API"),
     ):
         click.echo(f"  {patron} {command:<44} {what}")
 

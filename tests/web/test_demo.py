@@ -5,6 +5,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from delivery.models import Response
 from segments.models import Contact, Event, Identity, Segment
 
 
@@ -30,14 +31,41 @@ def test_demo_imports_the_audience_and_counts_the_example_segments(runner, sessi
     assert sent > 900 and len(list(outbox.iterdir())) == sent
     assert re.search(r"^  \S+@\S+ +es +\S+, \S+, \S+$", first.output, re.M)  # a Spanish reader's three blocks
 
+    # Readers open, click, buy, unsubscribe and bounce through the endpoints; the report and a profile show it.
+    answers = dict(
+        re.findall(r"(opens|clicks|conversions|one-click unsubscribes|bounces) \d+ \((\d+) × \d+\)", first.output)
+    )
+    statuses = re.findall(r"(\w[\w -]*?) \d+ \(\d+ × (\d+)\)", first.output)
+    assert {status for _, status in statuses} <= {"200", "201", "302"}, statuses
+    recorded = dict(
+        session.execute(
+            select(Response.kind, func.count()).where(Response.machine.is_(False)).group_by(Response.kind)
+        ).all()
+    )
+    machine_opens = session.scalar(select(func.count()).select_from(Response).where(Response.machine.is_(True)))
+    assert recorded["click"] == int(answers["clicks"]) > 0
+    assert recorded["open"] + machine_opens == int(answers["opens"])
+    assert recorded["conversion"] == int(answers["conversions"]) > 0
+    assert recorded["unsubscribe"] == 1 and recorded["bounce"] == 1
+    assert re.search(r"^clicked \(human\) +(\d+) +(\d+)", first.output, re.M).group(2) == answers["clicks"]
+    # One customer's interests, before and after their click and purchase: the clicked block's tags went up.
+    before = dict(re.findall(r"(\w+) ([\d.]+)", re.search(r"^  before: (.*)$", first.output, re.M).group(1)))
+    after = dict(re.findall(r"(\w+) ([\d.]+)", re.search(r"^  after: +(.*)$", first.output, re.M).group(1)))
+    raised = [tag for tag in after if float(after[tag]) > float(before.get(tag, 0)) + 0.5]
+    assert raised, (before, after)
+
+    imported = select(func.count()).select_from(Event).where(Event.channel != "email")  # responses are email events
+    imported_events = session.scalar(imported)
     second = runner.invoke(args=["demo"])
     assert second.exit_code == 0, second.output
     assert "1200 rows, 0 created, 1200 updated" in second.output
     assert "2695 rows, 0 created, 0 updated, 0 rejected, 2695 duplicates" in second.output
     assert session.scalar(select(func.count()).select_from(Contact)) == contacts
-    assert session.scalar(select(func.count()).select_from(Event)) == events
-    # Next week's email: a new run, to the same people, with none of last week's topical blocks.
-    assert len(list(outbox.iterdir())) == 2 * sent
+    assert session.scalar(imported) == imported_events
+    # Next week's email: a new run, to the same people but the one who unsubscribed and the one who bounced.
+    again = int(re.search(r"finished: ([\d,]+) sent", second.output).group(1).replace(",", ""))
+    assert again == sent - 2
+    assert len(list(outbox.iterdir())) == sent + again
 
 
 def test_demo_without_examples_says_where_it_looked(runner, tmp_path):
