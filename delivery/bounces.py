@@ -32,10 +32,9 @@ from sqlalchemy.orm import Session
 
 from delivery.dsn import Report, read_report
 from delivery.models import Delivery, Response
-from delivery.responses import unsubscribe
+from delivery.responses import timeline_event, unsubscribe
 from delivery.tracking import LinkSigner
 from segments.db import utcnow
-from segments.models import Event
 from segments.suppressions import suppress
 
 KINDS = ("hard", "soft", "complaint", "auto_reply", "unsubscribe", "delayed", "unrecognized")
@@ -169,17 +168,7 @@ def _apply(session, delivery, report: Report, external_id: str, source: str, now
     properties = {"delivery_id": delivery.id, "run_id": delivery.run_id, "status": report.status}
     if bounce_type:
         properties["bounce_type"] = bounce_type
-    session.add(
-        Event(
-            contact_id=delivery.contact_id,
-            channel="email",
-            type=kind,
-            occurred_at=now,
-            properties=properties,
-            source="patron",
-            external_id=f"response:{response.id}",
-        )
-    )
+    timeline_event(session, delivery.contact_id, kind, response.id, now, properties)
     if report.kind == "hard":
         suppress(session, delivery.email, "bounced", source)
         return "address suppressed (bounced)"

@@ -77,7 +77,7 @@ def record_open(
     if recorded is None:
         return None
     row = _details(session, delivery_id)
-    _event(session, row.contact_id, "open", recorded.id, now, _properties(row, recorded.machine_reason, None))
+    timeline_event(session, row.contact_id, "open", recorded.id, now, _properties(row, recorded.machine_reason, None))
     return session.get(Response, recorded.id)
 
 
@@ -107,7 +107,7 @@ def record_click(
     if recorded is not None:
         properties = _properties(row, recorded.machine_reason, row.interests)
         properties["url"] = row.url
-        _event(session, row.contact_id, "click", recorded.id, now, properties)
+        timeline_event(session, row.contact_id, "click", recorded.id, now, properties)
         if recorded.machine_reason is None and row.profiling:
             learning.raise_interests(
                 session, row.contact_id, row.interests, learning.CLICK_POINTS, now=now, half_life_days=half_life_days
@@ -264,7 +264,7 @@ def unsubscribe(
     if response_id is not None:  # the first time only
         properties = _properties(row, None, None)
         properties["source"] = source
-        _event(session, row.contact_id, "unsubscribe", response_id, now, properties)
+        timeline_event(session, row.contact_id, "unsubscribe", response_id, now, properties)
     return True
 
 
@@ -337,7 +337,7 @@ def record_conversion(
         properties = _properties(context, None, click.interests if click else None)
         precision = _precision(currency)
         properties.update(order_id=order_id, value=str(Decimal(value_minor).scaleb(-precision)), currency=currency)
-        _event(session, contact, "conversion", inserted, occurred_at, properties)
+        timeline_event(session, contact, "conversion", inserted, occurred_at, properties)
         if click is not None and click.interests and _granted(session, contact, PROFILING):
             learning.raise_interests(
                 session, contact, click.interests, learning.CONVERSION_POINTS, now=now, half_life_days=half_life_days
@@ -481,7 +481,10 @@ def _properties(row, machine_reason: str | None, interests) -> dict:
     }
 
 
-def _event(session: Session, contact_id: int, kind: str, response_id: int, at: datetime, properties: dict) -> None:
+def timeline_event(
+    session: Session, contact_id: int, kind: str, response_id: int, at: datetime, properties: dict
+) -> None:
+    """The response's event on the contact's timeline: channel ``email``, type ``kind``, ``response:<id>``."""
     session.execute(
         _EVENT_INSERT,
         {
