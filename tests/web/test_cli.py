@@ -107,7 +107,7 @@ def test_every_command_the_demo_hints_at_runs(runner, session):
     demo = runner.invoke(args=["demo"])
     assert demo.exit_code == 0, demo.output
     hints = re.findall(r"^  patron (campaigns .+?)\s{2,}\S.*$", demo.output.split("\nNext:\n")[1], re.M)
-    assert [hint.split()[1] for hint in hints] == ["show", "preview", "send"]
+    assert [hint.split()[1] for hint in hints] == ["show", "report", "preview", "send"]
     address = re.search(r"^  (\S+@\S+) ", demo.output, re.M).group(1)
     for hint in hints:
         result = runner.invoke(args=hint.replace("EMAIL", address).split())
