@@ -81,6 +81,14 @@ def record_open(
     return session.get(Response, recorded.id)
 
 
+@dataclass(frozen=True)
+class Click:
+    """What a click came to: the registered URL to redirect to, and whether a response was recorded."""
+
+    url: str
+    recorded: bool
+
+
 def record_click(
     session: Session,
     delivery_id: int,
@@ -93,11 +101,28 @@ def record_click(
     """Record a click on link ``link_id`` of ``delivery_id`` and return the registered URL to redirect to.
 
     None, recording nothing, when the link or the sent delivery is unknown (the caller answers 404).
-    The URL returned is always the one registered at send time (``Link.url``). A contact without
-    ``tracking`` consent is redirected but not recorded; a human click by a contact with ``profiling``
-    consent raises their interests in the link's block by ``learning.CLICK_POINTS``. Four statements:
-    the response (INSERT … SELECT, so on SQLite the write lock is taken before anything is read), one
-    SELECT of delivery, link and consents, the event, and one upsert of interests.
+    The URL returned is always the one registered at send time (``Link.url``). See :func:`click`.
+    """
+    result = click(session, delivery_id, link_id, client, half_life_days=half_life_days, now=now)
+    return None if result is None else result.url
+
+
+def click(
+    session: Session,
+    delivery_id: int,
+    link_id: int,
+    client: Client,
+    *,
+    half_life_days: float,
+    now: datetime | None = None,
+) -> Click | None:
+    """:func:`record_click`, also saying whether the click was recorded (the tracking endpoint sets its
+    attribution cookie only then).
+
+    A contact without ``tracking`` consent is redirected but not recorded; a human click by a contact with
+    ``profiling`` consent raises their interests in the link's block by ``learning.CLICK_POINTS``. Four
+    statements: the response (INSERT … SELECT, so on SQLite the write lock is taken before anything is
+    read), one SELECT of delivery, link and consents, the event, and one upsert of interests.
     """
     now = now or utcnow()
     recorded = _record_tracked(session, "click", delivery_id, link_id, client, now)
@@ -112,7 +137,7 @@ def record_click(
             learning.raise_interests(
                 session, row.contact_id, row.interests, learning.CLICK_POINTS, now=now, half_life_days=half_life_days
             )
-    return row.url
+    return Click(row.url, recorded is not None)
 
 
 def _record_tracked(session: Session, kind: str, delivery_id: int, link_id: int | None, client: Client, now):

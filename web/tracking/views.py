@@ -16,9 +16,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from content.models import Block, BlockVersion
 from content.selection import locale_chain
 from delivery.models import Delivery
-from delivery.responses import Client, record_click, record_open, unsubscribe
+from delivery.responses import Client, click, record_open, unsubscribe
 from delivery.tracking import LinkSigner
-from segments.models import Consent, Contact
+from segments.models import Contact
 from segments.preferences import PURPOSES, Preferences, current_preferences, save_preferences
 from web.db import get_session
 from web.tracking import bp
@@ -97,25 +97,24 @@ def open_pixel(delivery_id: int, token: str):
 
 
 @bp.get("/r/<int:delivery_id>/<int:link_id>/<token>", merge_slashes=False)
-def click(delivery_id: int, link_id: int, token: str):
+def click_redirect(delivery_id: int, link_id: int, token: str):
     """A click: recorded, then a 302 to the URL registered at send time. Any query string is ignored."""
     if not signer().verify(token, "r", delivery_id, link_id):
         abort(404)
     session = get_session()
     try:
-        url = record_click(session, delivery_id, link_id, client(), half_life_days=half_life())
-        if url is None:
+        clicked = click(session, delivery_id, link_id, client(), half_life_days=half_life())
+        if clicked is None:
             session.rollback()
             abort(404)
-        tracked = _tracking_granted(session, delivery_id)
         session.commit()
     except SQLAlchemyError:
         session.rollback()
         log.exception("click on link %s of delivery %s not recorded", link_id, delivery_id)
         abort(503)
-    response = redirect(url, 302)
+    response = redirect(clicked.url, 302)
     response.headers["Cache-Control"] = "no-store"
-    if not tracked:  # the click was not recorded: nothing to attribute, and no cookie without consent
+    if not clicked.recorded:  # the click was not recorded: nothing to attribute, and no cookie without consent
         return response
     window_days = current_app.config["PATRON_ATTRIBUTION_WINDOW_DAYS"]
     response.set_cookie(
@@ -127,16 +126,6 @@ def click(delivery_id: int, link_id: int, token: str):
         secure=current_app.config["PATRON_BASE_URL"].startswith("https:"),
     )
     return response
-
-
-def _tracking_granted(session, delivery_id: int) -> bool:
-    """Whether the recipient of ``delivery_id`` grants tracking (record_click records the click only then)."""
-    query = (
-        select(Consent.granted)
-        .join(Delivery, Delivery.contact_id == Consent.contact_id)
-        .where(Delivery.id == delivery_id, Consent.purpose == "tracking")
-    )
-    return bool(session.scalar(query))
 
 
 def _one_click_body() -> bool:
