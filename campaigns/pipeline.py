@@ -56,9 +56,8 @@ from delivery.models import ShownBlock
 from delivery.tracking import LinkSigner, register_links
 from segments.db import utcnow
 from segments.interests import decayed_score
-from segments.models import Consent, Contact, Interest
+from segments.models import PROFILING, TRACKING, Consent, Contact, Interest
 
-PROFILING, TRACKING = "profiling", "tracking"
 CLOCK_STEP = timedelta(minutes=1)  # how often a running send re-reads the clock for validity windows
 DYNAMIC_LINKS_KEPT = 10_000  # merge-field URLs remembered per run (one per city, say), so memory stays bounded
 STAGES = ("segment", "select", "render", "build", "send", "db")
@@ -142,6 +141,7 @@ class Assembly:
         self._strings: dict[tuple[str, ...], dict[str, str]] = {}
         self._dynamic_links: dict[tuple[str, int | None], int] = {}
         self._link_urls: dict[int, str] = {}  # the templates' own links, for recipients who are not tracked
+        self._plain_links = Links(self._link_urls.__getitem__, _plain_url)  # the same for every untracked one
         versions = session.execute(
             select(BlockVersion, Block.key, Block.locale)
             .join(Block, Block.id == BlockVersion.block_id)
@@ -316,7 +316,7 @@ class Assembly:
         """Signed click URLs for a tracked recipient; the registered URLs themselves for one who is not."""
         if tracking:
             return Links(partial(self.signer.click_url, delivery_id), partial(self._track_url, delivery_id))
-        return Links(self._link_urls.__getitem__, _plain_url)
+        return self._plain_links
 
     def _track_url(self, delivery_id: int, url: str, block_version_id: int | None) -> str:
         """A link built from merge fields: registered the first time any recipient's email has it."""

@@ -29,7 +29,6 @@ from segments.models import TAG_LENGTH, Interest
 CLICK_POINTS = 1.0
 CONVERSION_POINTS = 5.0
 MAX_SCORE = 100.0
-PROFILING = "profiling"
 
 
 def clamp(score: float) -> float:

@@ -32,12 +32,11 @@ from delivery.models import Delivery, Link, Response
 from segments.db import UTCDateTime, utcnow
 from segments.imports.values import BadValue
 from segments.imports.values import email as normalized_email
-from segments.models import IDENTIFIER_LENGTH, Consent, Contact, Event
+from segments.models import IDENTIFIER_LENGTH, MARKETING, PROFILING, TRACKING, Consent, Contact, Event
 from segments.suppressions import suppress
 
 CHANNEL = "email"
 SOURCE = "patron"
-TRACKING, PROFILING, MARKETING = "tracking", "profiling", "marketing"
 RECORDED_STATUSES = ("sent", "unknown")  # a message that may have reached someone
 USER_AGENT_KEPT = 255  # the column's size: longer user agents are cut, not refused
 MAX_VALUE_MINOR = 10**15  # a bound far above any order, far below BIGINT

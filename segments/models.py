@@ -104,6 +104,11 @@ class Interest(Base):
     contact: Mapped[Contact] = relationship(back_populates="interests")
 
 
+# Consent purposes Patron acts on: may we email them, count their opens and clicks, choose content by interest.
+MARKETING, TRACKING, PROFILING = "marketing", "tracking", "profiling"
+CONSENT_PURPOSES = (MARKETING, TRACKING, PROFILING)
+
+
 class Consent(Base):
     """A contact's current answer for one purpose, with the proof of how it was given."""
 

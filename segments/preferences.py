@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session
 
 from segments.db import utcnow
 from segments.interests import decayed_score
-from segments.models import Consent, Contact, Event, Interest
+from segments.models import CONSENT_PURPOSES, Consent, Contact, Event, Interest
 
-PURPOSES = ("marketing", "tracking", "profiling")
+PURPOSES = CONSENT_PURPOSES
 FREQUENCIES: dict[str, dict | None] = {
     "none": None,
     "weekly": {"max": 1, "days": 7},

@@ -37,7 +37,7 @@ from delivery.models import Delivery, Link
 from delivery.transports import OutboxTransport, open_transport
 from segments.db import utcnow
 from segments.interests import decayed_score
-from segments.models import Consent, Interest
+from segments.models import PROFILING, TRACKING, Consent, Interest
 from web.api.keys import create_key, revoke_key
 from web.reports_cli import text_report
 
@@ -206,7 +206,7 @@ def _featured(session, messages: list[Message]) -> Message | None:
     granted: dict[int, set[str]] = {}
     for contact_id, purpose in session.execute(
         select(Consent.contact_id, Consent.purpose).where(
-            Consent.purpose.in_(("tracking", "profiling")), Consent.granted.is_(True)
+            Consent.purpose.in_((TRACKING, PROFILING)), Consent.granted.is_(True)
         )
     ):
         granted.setdefault(contact_id, set()).add(purpose)
