@@ -118,7 +118,7 @@ def process_message(
         return replace(result, reason="unsubscribed: address suppressed, marketing consent withdrawn")
     digest = hashlib.sha256(raw).hexdigest()
     kind = "complaint" if report.kind == "complaint" else "bounce"
-    if session.scalar(select(Response.id).where(Response.kind == kind, Response.external_id == digest)):
+    if _recorded(session, kind, digest):
         return replace(result, reason="already processed")
     try:
         with session.begin_nested():
@@ -140,11 +140,19 @@ def record_refusals(session: Session, refusals: Sequence[tuple[int, str]], *, no
         external_id = f"smtp:{delivery_id}"
         if delivery is None or delivery.email is None:
             continue
-        if session.scalar(select(Response.id).where(Response.kind == "bounce", Response.external_id == external_id)):
+        if _recorded(session, "bounce", external_id):
             continue
         status = _STATUS.search(reply or "")
         report = Report("hard", delivery.email, status.group(0) if status else "5.0.0", " ".join(reply.split())[:500])
         _apply(session, delivery, report, external_id, "smtp", now, SOFT_LIMIT, SOFT_DAYS)
+
+
+def _recorded(session: Session, kind: str, external_id: str) -> bool:
+    """Whether this bounce or complaint (its message digest, or ``smtp:<delivery id>``) was recorded already."""
+    return (
+        session.scalar(select(Response.id).where(Response.kind == kind, Response.external_id == external_id))
+        is not None
+    )
 
 
 def _apply(session, delivery, report: Report, external_id: str, source: str, now, soft_limit, soft_days) -> str:
