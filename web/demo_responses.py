@@ -214,9 +214,14 @@ def _featured(session, messages: list[Message]) -> Message | None:
     return next((m for m in messages if len(granted.get(m.contact_id, ())) == 2 and m.clicks), None)
 
 
+def _link_id(path: str) -> int:
+    """The link id of a click path ``/r/<delivery>/<link>/<token>``."""
+    return int(path.split("/")[3])
+
+
 def _block_links(session, messages: list[Message]) -> None:
     """Keep in each message's ``clicks`` only the links of its blocks (those whose clicks teach interests)."""
-    ids = {int(path.split("/")[3]) for message in messages for path in message.clicks}
+    ids = {_link_id(path) for message in messages for path in message.clicks}
     taught = {
         link_id
         for link_id, weights in session.execute(select(Link.id, Link.interests).where(Link.id.in_(ids)))
@@ -224,12 +229,12 @@ def _block_links(session, messages: list[Message]) -> None:
     }
     session.rollback()
     for message in messages:
-        message.clicks = [path for path in message.clicks if int(path.split("/")[3]) in taught]
+        message.clicks = [path for path in message.clicks if _link_id(path) in taught]
 
 
 def _block_of(session, path: str) -> str:
     """The key of the block a click path's link is in."""
-    link_id = int(path.split("/")[3])
+    link_id = _link_id(path)
     key = session.scalar(
         select(Block.key)
         .join(BlockVersion, BlockVersion.block_id == Block.id)
