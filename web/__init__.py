@@ -1,4 +1,5 @@
-"""The Flask app factory, the UI, the REST API, tracking endpoints and the ``patron`` CLI.
+"""The Flask app factory, the public tracking, unsubscribe and preference pages (``tracking``), the API
+(``api``: keys, conversions, bounces), ``patron serve`` and the ``patron`` CLI; later the marketer UI.
 
 The only package that imports Flask or reads ``config``; it may import every
 other package and passes settings down to them as arguments.
