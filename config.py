@@ -46,6 +46,7 @@ class Settings:
     bounce_domain: str | None = None  # None: each campaign's sender domain
     soft_bounce_limit: int = 3
     soft_bounce_days: float = 30.0
+    click_journal: Path | None = None  # None: each click is recorded before its redirect is answered
 
 
 def load_settings(environ: dict[str, str] | None = None, instance_path: Path | None = None) -> Settings:
@@ -61,10 +62,22 @@ def load_settings(environ: dict[str, str] | None = None, instance_path: Path | N
         delivery_url=_delivery_url(env, instance),
         attribution_window_days=_positive_number(env, "PATRON_ATTRIBUTION_WINDOW_DAYS", 7.0),
         proxy_hops=_proxy_hops(env),
+        click_journal=_click_journal(env, instance),
         old_secret_keys=_old_secret_keys(env),
         **_dkim(env),
         **_bounces(env),
     )
+
+
+def _click_journal(env, instance: Path) -> Path | None:
+    """PATRON_CLICK_JOURNAL: the click journal's directory (default ``<instance>/journal``), or ``off``."""
+    raw = (env.get("PATRON_CLICK_JOURNAL") or "").strip()
+    if raw.lower() == "off":
+        return None
+    path = Path(raw).expanduser() if raw else instance / "journal"
+    if path.exists() and not path.is_dir():
+        raise SettingsError("PATRON_CLICK_JOURNAL", f"must be a directory or off: {str(path)!r} is a file")
+    return path.resolve()
 
 
 def _bounces(env) -> dict:

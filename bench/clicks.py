@@ -49,6 +49,7 @@ CONCURRENCY = 8
 WARMUP = 200
 SEED = 9
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+DRAIN_TIMEOUT = 120.0  # seconds to wait for the journal's drainers after the last answer
 DEFAULT_POSTGRES = os.environ.get(
     "PATRON_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/patron_bench_clicks"
 )
@@ -144,8 +145,9 @@ def start_server(kind: str, url: str, work: Path, port: int) -> subprocess.Popen
         "PATRON_SECRET_KEY": SECRET_KEY,
         "PATRON_INSTANCE_PATH": str(work / "instance"),
         "PATRON_BASE_URL": f"http://127.0.0.1:{port}",
+        "PATRON_CLICK_JOURNAL": "off" if kind.endswith("-direct") else str(work / "journal"),
     }
-    if kind == "gunicorn":
+    if kind.startswith("gunicorn"):
         command = [str(Path(sys.executable).with_name("patron")), "serve", "--port", str(port), "--workers", "2"]
     else:
         command = [sys.executable, "-m", "flask", "--app", "web:create_app", "run", "--port", str(port)]
@@ -224,23 +226,50 @@ def stored_clicks(url: str) -> tuple[int, int]:
     return responses, events
 
 
+def wait_stored(url: str, expected: int, timeout: float = DRAIN_TIMEOUT) -> float:
+    """Poll until ``expected`` click responses are stored (or ``timeout`` seconds pass); the moment seen."""
+    from sqlalchemy import func, select
+
+    from delivery.models import Response
+    from segments.db import make_engine
+
+    engine = make_engine(url)
+    deadline = time.perf_counter() + timeout
+    try:
+        while True:
+            with engine.connect() as connection:
+                count = connection.scalar(select(func.count()).select_from(Response).where(Response.kind == "click"))
+            now = time.perf_counter()
+            if count >= expected or now > deadline:
+                return now
+            time.sleep(0.02)
+    finally:
+        engine.dispose()
+
+
 def measure(kind: str, url: str, work: Path, paths: list[str], requests: int) -> dict:
     port = free_port()
     server = start_server(kind, url, work, port)
     try:
         before = stored_clicks(url)
         warm = drive(port, paths, WARMUP)
+        wait_stored(url, before[0] + warm["statuses"].get(302, 0))
+        started = time.perf_counter()
         timed = drive(port, paths, requests)
+        answered = warm["statuses"].get(302, 0) + timed["statuses"].get(302, 0)
+        stored_at = wait_stored(url, before[0] + answered)
         after = stored_clicks(url)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    answered = warm["statuses"].get(302, 0) + timed["statuses"].get(302, 0)
     latencies = sorted(timed["latencies"]) or [0.0]
+    timed_302 = timed["statuses"].get(302, 0)
     return {
         "server": kind,
         "requests": requests,
-        "clicks_per_s": round(timed["statuses"].get(302, 0) / timed["seconds"], 1),
+        "clicks_per_s": round(timed_302 / (stored_at - started), 1),
+        "answered_per_s": round(timed_302 / timed["seconds"], 1),
+        "recorded_lag_ms": round(max(0.0, stored_at - started - timed["seconds"]) * 1000, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
         "answered_302": answered,
@@ -259,7 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--postgresql-url", default=DEFAULT_POSTGRES, help="reset by the benchmark (default %(default)s)"
     )
-    parser.add_argument("--servers", default="gunicorn,flask", help="comma-separated: gunicorn, flask (default both)")
+    parser.add_argument(
+        "--servers",
+        default="gunicorn,gunicorn-direct,flask",
+        help="comma-separated: gunicorn and flask journal clicks; gunicorn-direct and flask-direct record each"
+        " click before answering (PATRON_CLICK_JOURNAL=off). Default %(default)s",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     options = parser.parse_args(argv)
     databases = ("sqlite", "postgresql") if options.database == "both" else (options.database,)
@@ -279,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
                 if not options.json:
                     print(
-                        f"{database:10} {kind:8} {result['clicks_per_s']:8.1f} clicks/s  p50 {result['p50_ms']:6.2f} ms"
+                        f"{database:10} {kind:15} {result['clicks_per_s']:7.1f} recorded/s"
+                        f" ({result['answered_per_s']:7.1f} answered/s, stored +{result['recorded_lag_ms']:.0f} ms)"
+                        f"  p50 {result['p50_ms']:6.2f} ms"
                         f"  p99 {result['p99_ms']:7.2f} ms  302s {result['answered_302']}"
                         f"  stored {result['responses_stored']}/{result['events_stored']}  lost {result['lost_clicks']}"
                         f"  errors {result['errors']} {result['other_statuses'] or ''}",

@@ -51,17 +51,41 @@ def raise_interests(
     TAG_LENGTH characters and weights that are not positive numbers are ignored. ``now`` is
     timezone-aware. One ``INSERT … ON CONFLICT DO UPDATE``, executed for all the tags at once.
     """
-    rows = []
+    raise_scores(
+        session,
+        {(contact_id, tag): points * weight for tag, weight in usable_weights(weights)},
+        now=now,
+        half_life_days=half_life_days,
+    )
+
+
+def usable_weights(weights: Mapping[str, float] | None) -> list[tuple[str, float]]:
+    """The ``(tag, weight)`` pairs of a link's ``interests`` that can teach: string tags of at most
+    TAG_LENGTH characters, positive number weights."""
+    usable = []
     for tag, weight in (weights or {}).items():
         if not isinstance(tag, str) or not tag or len(tag) > TAG_LENGTH:
             continue
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
             continue
-        score = clamp(points * float(weight))
-        rows.append({"contact_id": contact_id, "tag": tag, "score": score, "updated_at": now, "now": now})
-    if not rows:
-        return
-    session.execute(_upsert(session.get_bind().dialect.name, float(half_life_days)), rows)
+        usable.append((tag, float(weight)))
+    return usable
+
+
+def raise_scores(
+    session: Session, raises: Mapping[tuple[int, str], float], *, now: datetime, half_life_days: float
+) -> None:
+    """Raise each ``(contact_id, tag)`` score by its positive amount, decayed first, clamped; one upsert for all.
+
+    Each key appears once, so one statement may carry many contacts: raising by a and then by b at one
+    moment is raising by a + b (both are positive, so the clamp at MAX_SCORE agrees).
+    """
+    rows = [
+        {"contact_id": contact_id, "tag": tag, "score": clamp(amount), "updated_at": now, "now": now}
+        for (contact_id, tag), amount in raises.items()
+    ]
+    if rows:
+        session.execute(_upsert(session.get_bind().dialect.name, float(half_life_days)), rows)
 
 
 @cache

@@ -44,7 +44,7 @@ FUTURE_SKEW = timedelta(days=1)  # a conversion may come from a clock this far a
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A delivery's run, without importing campaigns (delivery may import segments only).
 _runs = table("runs", column("id"), column("campaign_id"))
-_EVENT_INSERT = insert(Event.__table__)
+EVENT_INSERT = insert(Event.__table__)
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,9 @@ def record_open(
     if recorded is None:
         return None
     row = _details(session, delivery_id)
-    timeline_event(session, row.contact_id, "open", recorded.id, now, _properties(row, recorded.machine_reason, None))
+    timeline_event(
+        session, row.contact_id, "open", recorded.id, now, event_properties(row, recorded.machine_reason, None)
+    )
     return session.get(Response, recorded.id)
 
 
@@ -129,7 +131,7 @@ def click(
     if row is None:
         return None
     if recorded is not None:
-        properties = _properties(row, recorded.machine_reason, row.interests)
+        properties = event_properties(row, recorded.machine_reason, row.interests)
         properties["url"] = row.url
         timeline_event(session, row.contact_id, "click", recorded.id, now, properties)
         if recorded.machine_reason is None and row.profiling:
@@ -283,10 +285,10 @@ def unsubscribe(
         "occurred_at": now,
         "received_at": now,
     }
-    statement = _insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
+    statement = insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
     response_id = session.execute(statement).scalar()
     if response_id is not None:  # the first time only
-        properties = _properties(row, None, None)
+        properties = event_properties(row, None, None)
         properties["source"] = source
         timeline_event(session, row.contact_id, "unsubscribe", response_id, now, properties)
     return True
@@ -339,7 +341,7 @@ def record_conversion(
     # The savepoint takes the claim back if the customer named turns out not to exist.
     with session.begin_nested():
         inserted = session.execute(
-            _insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
+            insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
         ).scalar()
         if inserted is None:
             return _conversion(session, order_id), False
@@ -358,7 +360,7 @@ def record_conversion(
     session.execute(update(Response).where(Response.id == inserted).values(attribution))
     if contact is not None:
         context = {**attribution, "campaign_id": _campaign_of(session, attribution.get("run_id"))}
-        properties = _properties(context, None, click.interests if click else None)
+        properties = event_properties(context, None, click.interests if click else None)
         precision = _precision(currency)
         properties.update(order_id=order_id, value=str(Decimal(value_minor).scaleb(-precision)), currency=currency)
         timeline_event(session, contact, "conversion", inserted, occurred_at, properties)
@@ -490,7 +492,7 @@ def _granted(session: Session, contact_id: int, purpose: str) -> bool:
 # -- shared -------------------------------------------------------------------------------------------
 
 
-def _properties(row, machine_reason: str | None, interests) -> dict:
+def event_properties(row, machine_reason: str | None, interests) -> dict:
     """An event's properties from a row (or mapping) with delivery_id, run_id, campaign_id and the link's ids."""
     get = row.get if isinstance(row, dict) else lambda name: getattr(row, name, None)
     return {
@@ -509,25 +511,27 @@ def timeline_event(
     session: Session, contact_id: int, kind: str, response_id: int, at: datetime, properties: dict
 ) -> None:
     """The response's event on the contact's timeline: channel ``email``, type ``kind``, ``response:<id>``."""
-    session.execute(
-        _EVENT_INSERT,
-        {
-            "contact_id": contact_id,
-            "channel": CHANNEL,
-            "type": kind,
-            "occurred_at": at,
-            "properties": properties,
-            "source": SOURCE,
-            "external_id": f"response:{response_id}",
-            "received_at": at,
-        },
-    )
+    session.execute(EVENT_INSERT, timeline_event_row(contact_id, kind, response_id, at, properties))
 
 
-def _insert_for(session: Session, model):
+def timeline_event_row(contact_id: int, kind: str, response_id: int, at: datetime, properties: dict) -> dict:
+    """The parameters of :func:`timeline_event`'s INSERT (a list of them inserts many events in one go)."""
+    return {
+        "contact_id": contact_id,
+        "channel": CHANNEL,
+        "type": kind,
+        "occurred_at": at,
+        "properties": properties,
+        "source": SOURCE,
+        "external_id": f"response:{response_id}",
+        "received_at": at,
+    }
+
+
+def insert_for(session: Session, model):
     return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(model)
 
 
 def _upsert(session: Session, model, values: dict, keys: list[str], *, update: dict, defaults: dict) -> None:
-    statement = _insert_for(session, model).values({**defaults, **values})
+    statement = insert_for(session, model).values({**defaults, **values})
     session.execute(statement.on_conflict_do_update(index_elements=keys, set_=update))

@@ -54,15 +54,29 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def make_engine(url: str, *, sqlite_cache_kib: int = 32_000, **kwargs) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, real transactions, math functions and a page cache per connection."""
+def make_reader(url: str, **kwargs) -> Engine:
+    """An engine for reads of one statement each, outside any transaction: no BEGIN, no ROLLBACK, no reset.
+
+    PostgreSQL connections are opened in AUTOCOMMIT once, not switched at every checkout as an execution
+    option would; on SQLite the engine's BEGIN is left out, and pysqlite, which Patron lets run in
+    autocommit, runs each statement alone. Nothing is ever left open, so a connection goes back to the
+    pool as it is. Writing through it would commit each statement on its own: read only.
+    """
+    if url.startswith("postgresql"):
+        return make_engine(url, isolation_level="AUTOCOMMIT", pool_reset_on_return=None, **kwargs)
+    return make_engine(url, single_statements=True, pool_reset_on_return=None, **kwargs)
+
+
+def make_engine(url: str, *, sqlite_cache_kib: int = 32_000, single_statements: bool = False, **kwargs) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, real transactions, math functions and a page cache per connection
+    (``single_statements``: no transactions, see :func:`make_reader`)."""
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-        _tune_sqlite(engine, sqlite_cache_kib)
+        _tune_sqlite(engine, sqlite_cache_kib, begin=not single_statements)
     return engine
 
 
-def _tune_sqlite(engine: Engine, cache_kib: int) -> None:
+def _tune_sqlite(engine: Engine, cache_kib: int, *, begin: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection, _record):
         # Let SQLAlchemy, not pysqlite, decide when transactions begin, so that
@@ -77,6 +91,9 @@ def _tune_sqlite(engine: Engine, cache_kib: int) -> None:
         cursor.execute("PRAGMA temp_store=MEMORY")
         cursor.close()
         _ensure_power(dbapi_connection)
+
+    if not begin:
+        return
 
     @event.listens_for(engine, "begin")
     def on_begin(connection):

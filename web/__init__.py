@@ -38,6 +38,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         PATRON_DELIVERY_URL=settings.delivery_url,
         PATRON_ATTRIBUTION_WINDOW_DAYS=settings.attribution_window_days,
         PATRON_PROXY_HOPS=settings.proxy_hops,
+        PATRON_CLICK_JOURNAL=settings.click_journal,
     )
     if test_config:
         app.config.from_mapping(test_config)

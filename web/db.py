@@ -14,7 +14,8 @@ from flask.cli import with_appcontext
 from sqlalchemy.orm import Session
 
 import migrations
-from segments.db import make_engine, make_session_factory
+from delivery.clicks import Target, TargetReader
+from segments.db import make_engine, make_reader, make_session_factory
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -27,6 +28,9 @@ def init_app(app: Flask) -> None:
     engine = make_engine(url)
     app.extensions["patron_engine"] = engine
     app.extensions["patron_sessions"] = make_session_factory(engine)
+    # The click endpoint's read: no BEGIN and no ROLLBACK around it, and no SQLAlchemy execution machinery.
+    app.extensions["patron_reader"] = reader = make_reader(url, pool_size=8)
+    app.extensions["patron_click_target"] = TargetReader(reader)
     app.teardown_appcontext(close_session)
     app.cli.add_command(db_group)
 
@@ -42,11 +46,21 @@ class SchemaNotReady(click.ClickException):
 def get_session() -> Session:
     """The session of the current app context; the caller commits."""
     if "db_session" not in g:
-        if not current_app.extensions.get("patron_schema_ready"):
-            check_schema(current_app.extensions["patron_engine"])
-            current_app.extensions["patron_schema_ready"] = True
+        _schema_ready()
         g.db_session = session_factory()()
     return g.db_session
+
+
+def click_target(delivery_id: int, link_id: int) -> Target | None:
+    """``delivery.clicks.click_target`` on the app's reader engine (see ``TargetReader``)."""
+    _schema_ready()
+    return current_app.extensions["patron_click_target"](delivery_id, link_id)
+
+
+def _schema_ready() -> None:
+    if not current_app.extensions.get("patron_schema_ready"):
+        check_schema(current_app.extensions["patron_engine"])
+        current_app.extensions["patron_schema_ready"] = True
 
 
 def check_schema(engine) -> None:

@@ -40,6 +40,7 @@ from segments.interests import decayed_score
 from segments.models import PROFILING, TRACKING, Consent, Interest
 from web.api.keys import create_key, revoke_key
 from web.reports_cli import text_report
+from web.tracking import clicks as clicks_journal
 
 SAMPLE = 300
 SHOWN_BLOCKS = 8  # messages whose readers answer
@@ -104,8 +105,10 @@ def simulate_responses(session, app: Flask, examples_dir: Path, campaign_id: int
     session.commit()
     try:
         with _serving(app) as http:
-            _answer(http, key, messages, featured, rng, tally, examples_dir)
+            _answer(app, http, key, messages, featured, rng, tally, examples_dir)
+            clicks_journal.flush(app)
     finally:
+        clicks_journal.stop(app)  # what is still journalled is recorded before the report
         revoke_key(session, name)
         session.commit()
     click.echo(f"  {tally.line()}")
@@ -121,11 +124,14 @@ def simulate_responses(session, app: Flask, examples_dir: Path, campaign_id: int
     session.rollback()
 
 
-def _answer(http, key: str, messages: list[Message], featured, rng, tally: Tally, examples_dir: Path) -> None:
+def _answer(
+    app: Flask, http, key: str, messages: list[Message], featured, rng, tally: Tally, examples_dir: Path
+) -> None:
     sample = rng.sample(messages, min(SAMPLE, len(messages)))
     others = [m for m in sample if m is not featured]
     bounced, unsubscribed = others[0], others[1]
     readers = [featured, *others[2:]] if featured else others[2:]
+    buyers = []
     for number, message in enumerate(readers):
         if message.pixel and (message is featured or rng.random() < 0.45):
             agent = SCANNER if number % 10 == 9 else HUMAN
@@ -133,10 +139,14 @@ def _answer(http, key: str, messages: list[Message], featured, rng, tally: Tally
         if message.clicks and (message is featured or rng.random() < 0.12):
             tally.add("clicks", http.request("GET", message.clicks[0], HUMAN))
             if message is featured or rng.random() < 0.25:
-                order = {"order_id": f"demo-{message.delivery_id}", "value": f"{rng.randint(900, 4900) / 100:.2f}"}
-                body = json.dumps({**order, "currency": "EUR", "email": message.email}).encode()
-                headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-                tally.add("conversions", http.request("POST", "/api/v1/conversions", HUMAN, body, headers))
+                buyers.append(message)
+    # The orders come in later, as a shop's do: by then the click journal has recorded the clicks they follow.
+    clicks_journal.flush(app)
+    for message in buyers:
+        order = {"order_id": f"demo-{message.delivery_id}", "value": f"{rng.randint(900, 4900) / 100:.2f}"}
+        body = json.dumps({**order, "currency": "EUR", "email": message.email}).encode()
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        tally.add("conversions", http.request("POST", "/api/v1/conversions", HUMAN, body, headers))
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     body = b"List-Unsubscribe=One-Click"
     tally.add("one-click unsubscribes", http.request("POST", unsubscribed.unsubscribe, None, body, form))

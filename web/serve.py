@@ -37,8 +37,11 @@ class PatronServer(BaseApplication):
 
     def load(self):
         from web import create_app  # here: web imports this module
+        from web.tracking import clicks
 
-        return create_app()
+        app = create_app()
+        clicks.start(app)  # in the worker: records what an earlier worker left in the click journal
+        return app
 
 
 def bind_address(host: str, port: int) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import lxml.html
 import pytest
@@ -12,11 +13,14 @@ from sqlalchemy import func, select, text
 
 from delivery.models import Link, Response
 from segments.models import Consent, Contact, Event, Suppression
+from web.tracking import clicks
 
 NO_RETRY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def responses(session) -> int:
+def responses(session, client) -> int:
+    """Responses stored, once the app's click journal is drained."""
+    clicks.flush(client.application)
     session.commit()  # ends the read transaction: see what the app committed
     return session.scalar(select(func.count()).select_from(Response))
 
@@ -63,8 +67,10 @@ def test_a_click_redirects_to_the_registered_url_records_it_and_sets_the_attribu
     assert cookie.http_only and cookie.secure and cookie.same_site == "Lax"
     header = answer.headers["Set-Cookie"]
     assert "Max-Age=604800" in header.split("; ")
-    clicks = session.scalars(select(Response).where(Response.kind == "click")).all()
-    assert [(r.delivery_id, r.link_id) for r in clicks] == [(mail.delivery_id, link_id)]
+    assert clicks.flush(client.application) == 1  # journalled, then recorded by the drainer
+    session.commit()
+    recorded = session.scalars(select(Response).where(Response.kind == "click")).all()
+    assert [(r.delivery_id, r.link_id) for r in recorded] == [(mail.delivery_id, link_id)]
 
 
 @pytest.mark.parametrize("kind", ["pixel", "click", "unsubscribe"])
@@ -77,7 +83,7 @@ def test_one_byte_changed_in_a_token_is_a_404_and_records_nothing(client, sent, 
         answer = client.get(tampered(path))
     assert answer.status_code == 404
     assert "Location" not in answer.headers and client.get_cookie("patron_click") is None
-    assert responses(session) == 0 and contact_status(session, mail.email) == "active"
+    assert responses(session, client) == 0 and contact_status(session, mail.email) == "active"
 
 
 def test_a_token_of_another_message_or_link_is_a_404(client, sent, session):
@@ -90,7 +96,7 @@ def test_a_token_of_another_message_or_link_is_a_404(client, sent, session):
     ]
     assert [client.get(path).status_code for path in foreign] == [404, 404, 404]
     assert client.post(f"/u/{delivery}/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 404
-    assert responses(session) == 0
+    assert responses(session, client) == 0
 
 
 @pytest.mark.parametrize(
@@ -144,7 +150,7 @@ def test_one_click_post_exactly_as_gmail_sends_it_unsubscribes_with_no_cookie_or
 def test_any_other_body_is_a_400_and_unsubscribes_nobody(client, sent, session, body, content_type):
     mail = sent["bob@example.com"]
     assert client.post(mail.unsubscribe, data=body, headers={"Content-Type": content_type}).status_code == 400
-    assert contact_status(session, mail.email) == "active" and responses(session) == 0
+    assert contact_status(session, mail.email) == "active" and responses(session, client) == 0
 
 
 def test_a_huge_body_is_refused_before_it_is_read(client, sent, session):
@@ -164,7 +170,7 @@ def test_getting_the_unsubscribe_url_20_times_unsubscribes_nobody(client, sent, 
         assert client.get(mail.unsubscribe).status_code == 200
         assert client.head(mail.unsubscribe).status_code == 200
     assert contact_status(session, mail.email) == "active"
-    assert responses(session) == 0
+    assert responses(session, client) == 0
     assert session.scalar(select(func.count()).select_from(Event).where(Event.source != "test")) == 0
     assert session.scalar(select(func.count()).select_from(Suppression)) == 0
 
@@ -196,10 +202,12 @@ def test_a_delivery_that_is_gone_is_a_404_though_its_token_is_good(client, sent,
     assert client.post(mail.unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 404
     pixel = client.get(mail.pixel)  # the image is still answered: a broken image helps nobody
     assert pixel.status_code == 200 and pixel.headers["Content-Type"] == "image/gif"
-    assert responses(session) == 0
+    assert responses(session, client) == 0
 
 
-def test_when_the_database_fails_a_click_is_a_503_and_the_pixel_still_an_image(client, sent, session, engine):
+def test_when_the_responses_table_fails_a_click_still_redirects_and_is_recorded_once_it_is_back(
+    client, sent, session, engine
+):
     mail = sent["bob@example.com"]
     assert client.get(mail.unsubscribe).status_code == 200  # the schema check has passed
     session.commit()
@@ -208,13 +216,59 @@ def test_when_the_database_fails_a_click_is_a_503_and_the_pixel_still_an_image(c
     try:
         click = client.get(mail.clicks[0])
         pixel = client.get(mail.pixel)
+        with pytest.raises(Exception, match="responses"):  # the drainer's batch is refused, and kept
+            clicks.flush(client.application)
     finally:
         with engine.begin() as connection:
             connection.execute(text("ALTER TABLE responses_away RENAME TO responses"))
+    assert click.status_code == 302 and click.headers["Location"] and client.get_cookie("patron_click")
+    assert pixel.status_code == 200 and pixel.get_data()[:6] == b"GIF89a"
+    assert responses(session, client) == 1  # the open was lost (logged); the journalled click was not
+    assert session.scalar(select(Response.kind)) == "click"
+
+
+def test_when_the_database_cannot_be_read_a_click_is_a_503_that_redirects_nowhere(client, sent, session, engine):
+    mail = sent["bob@example.com"]
+    assert client.get(mail.unsubscribe).status_code == 200
+    session.commit()
+    with engine.begin() as connection:  # the registered links cannot be read: there is nowhere to send anyone
+        connection.execute(text("ALTER TABLE links RENAME TO links_away"))
+    try:
+        click = client.get(mail.clicks[0])
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE links_away RENAME TO links"))
     assert click.status_code == 503 and "Location" not in click.headers
     assert client.get_cookie("patron_click") is None
-    assert pixel.status_code == 200 and pixel.get_data()[:6] == b"GIF89a"
-    assert responses(session) == 0
+    assert responses(session, client) == 0
+
+
+def test_when_the_journal_cannot_be_written_the_click_is_recorded_before_the_answer(client, sent, session):
+    mail = sent["bob@example.com"]
+    journal = Path(client.application.config["PATRON_CLICK_JOURNAL"])
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text("not a directory")  # a real fault: every append fails
+    answer = client.get(mail.clicks[0])
+    assert answer.status_code == 302 and client.get_cookie("patron_click")
+    session.commit()  # no flush: it is in the database already
+    assert session.scalar(select(func.count()).select_from(Response).where(Response.kind == "click")) == 1
+    assert session.scalar(select(func.count()).select_from(Event).where(Event.type == "click")) == 1
+
+
+def test_when_neither_the_journal_nor_the_database_takes_a_click_it_is_a_503(client, sent, session, engine):
+    mail = sent["bob@example.com"]
+    journal = Path(client.application.config["PATRON_CLICK_JOURNAL"])
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text("not a directory")
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE responses RENAME TO responses_away"))
+    try:
+        answer = client.get(mail.clicks[0])
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE responses_away RENAME TO responses"))
+    assert answer.status_code == 503 and "Location" not in answer.headers
+    assert client.get_cookie("patron_click") is None
 
 
 def test_a_click_after_tracking_consent_is_withdrawn_redirects_but_records_nothing_and_sets_no_cookie(
@@ -227,4 +281,4 @@ def test_a_click_after_tracking_consent_is_withdrawn_redirects_but_records_nothi
     answer = client.get(mail.clicks[0])
     assert answer.status_code == 302 and answer.headers["Location"]
     assert client.get_cookie("patron_click") is None and "Set-Cookie" not in answer.headers
-    assert responses(session) == 0
+    assert responses(session, client) == 0

@@ -22,6 +22,7 @@ from delivery.models import Delivery
 from segments.models import Consent
 from tests.campaigns.conftest import BASE_URL, SECRET, add_campaign, add_contacts, pack, parse, worker_config  # noqa: F401
 from web import create_app
+from web.tracking import clicks
 
 # The installed command, as a user runs it (``python -m web.cli`` warns about the package importing it first).
 PATRON = str(Path(sys.executable).with_name("patron"))
@@ -60,6 +61,7 @@ def app_for(engine, tmp_path, monkeypatch, **config):
 def tracking_app(engine, tmp_path, monkeypatch):
     app = app_for(engine, tmp_path, monkeypatch)
     yield app
+    clicks.stop(app)
     app.extensions["patron_engine"].dispose()
 
 
@@ -145,3 +147,14 @@ def serving(env: dict[str, str], *options: str, port: int | None = None) -> Iter
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def eventually(read, expected, timeout: float = 15.0):
+    """``read()`` once it returns ``expected`` (polled, for what a server's click journal records a moment
+    after its answer); the last value read when ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)

@@ -15,13 +15,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from content.models import Block, BlockVersion
 from content.selection import locale_chain
+from delivery.journal import JournalError
 from delivery.models import Delivery
 from delivery.responses import Client, click, record_open, unsubscribe
 from delivery.tracking import LinkSigner
+from segments.db import utcnow
 from segments.models import Contact
 from segments.preferences import PURPOSES, Preferences, current_preferences, save_preferences
-from web.db import get_session
-from web.tracking import bp
+from web.db import click_target, get_session
+from web.tracking import bp, clicks
 from web.tracking.forms import preferences_form
 from web.tracking.languages import offered_languages
 from web.tracking.strings import FALLBACK, page_language, strings
@@ -98,23 +100,25 @@ def open_pixel(delivery_id: int, token: str):
 
 @bp.get("/r/<int:delivery_id>/<int:link_id>/<token>", merge_slashes=False)
 def click_redirect(delivery_id: int, link_id: int, token: str):
-    """A click: recorded, then a 302 to the URL registered at send time. Any query string is ignored."""
+    """A click: a 302 to the URL registered at send time, once the click is journalled (or recorded).
+
+    Any query string is ignored. The click is appended to the click journal and recorded by its drainer
+    within a moment (web.tracking.clicks); when the journal is off or cannot take it, it is recorded
+    here before the answer; when neither can, the answer is a 503 that redirects nowhere.
+    """
     if not signer().verify(token, "r", delivery_id, link_id):
         abort(404)
-    session = get_session()
     try:
-        clicked = click(session, delivery_id, link_id, client(), half_life_days=half_life())
-        if clicked is None:
-            session.rollback()
-            abort(404)
-        session.commit()
+        target = click_target(delivery_id, link_id)
     except SQLAlchemyError:
-        session.rollback()
-        log.exception("click on link %s of delivery %s not recorded", link_id, delivery_id)
+        log.exception("click on link %s of delivery %s: the database did not answer", link_id, delivery_id)
         abort(503)
-    response = redirect(clicked.url, 302)
+    if target is None:
+        abort(404)
+    recorded = target.tracked and _keep_click(delivery_id, link_id)
+    response = redirect(target.url, 302)
     response.headers["Cache-Control"] = "no-store"
-    if not clicked.recorded:  # the click was not recorded: nothing to attribute, and no cookie without consent
+    if not recorded:  # the click was not recorded: nothing to attribute, and no cookie without consent
         return response
     window_days = current_app.config["PATRON_ATTRIBUTION_WINDOW_DAYS"]
     response.set_cookie(
@@ -126,6 +130,25 @@ def click_redirect(delivery_id: int, link_id: int, token: str):
         secure=current_app.config["PATRON_BASE_URL"].startswith("https:"),
     )
     return response
+
+
+def _keep_click(delivery_id: int, link_id: int) -> bool:
+    """Journal the click, else record it now; whether it was kept. Aborts with 503 when neither can."""
+    asked = client()
+    try:
+        if clicks.journal_click(current_app, delivery_id, link_id, utcnow(), asked.user_agent, asked.ip):
+            return True
+    except JournalError as exc:
+        log.error("click on link %s of delivery %s: journal refused (%s); recording it now", link_id, delivery_id, exc)
+    session = get_session()
+    try:
+        kept = click(session, delivery_id, link_id, asked, half_life_days=half_life())
+        session.commit()
+    except SQLAlchemyError:
+        session.rollback()
+        log.exception("click on link %s of delivery %s not recorded", link_id, delivery_id)
+        abort(503)
+    return kept is not None and kept.recorded
 
 
 def _one_click_body() -> bool:

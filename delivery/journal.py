@@ -1,0 +1,363 @@
+"""The click journal: a click is answered as soon as it is appended to a local file, and recorded in batches.
+
+Recording a click in the database costs four statements and a commit; appending one line to a file costs
+one ``write(2)``. So the click endpoint appends (``ClickJournal.append``) and answers its 302, and a
+``Drainer`` thread in the same process reads the journal and records the clicks a few hundred at a time
+(``delivery.responses.record_clicks``), typically within ``Drainer.interval`` seconds. See
+docs/responses.md, "The click journal".
+
+Layout of the directory (``PATRON_CLICK_JOURNAL``, default ``<instance>/journal``):
+
+- ``clicks-<segment>.jsonl``: a segment, written by one process only, which holds an exclusive
+  ``flock(2)`` on it while it writes. ``<segment>`` is the UTC start time, the process id and 8 random
+  hex digits, so two machines sharing the directory never collide.
+- One record per line, a JSON array ``[delivery_id, link_id, unix_time, user_agent, ip]``, written with
+  one ``write(2)`` on an ``O_APPEND`` descriptor: threads of the process never interleave, and a
+  process killed mid-write leaves at most one unterminated last line.
+- ``clicks-<segment>.jsonl.done``: the byte offset up to which the segment's records are committed,
+  replaced atomically (write, then rename) after each committed batch.
+
+Exactly once: a record's key is ``<segment>:<byte offset>``, which ``record_clicks`` stores as the
+response's ``external_id``, unique per kind. A batch committed but not yet marked done (a crash between
+the two) is read again and records nothing twice; a batch not committed is read again and recorded.
+
+A segment is closed when it reaches ``max_segment_bytes``, when its process ends, or when the process is
+killed (the kernel drops the lock). Any drainer that can take a closed segment's lock drains it to its
+end and deletes it, so the clicks of a killed worker are recorded by its successor. What stays lost is
+what the kernel itself lost: clicks appended in the last moments before a power cut, as with the
+database's own ``synchronous=NORMAL``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PREFIX = "clicks-"
+SUFFIX = ".jsonl"
+DONE = ".done"
+MAX_SEGMENT_BYTES = 64 * 1024 * 1024
+MAX_RECORD_BYTES = 4096  # well above five fields with a 255-character user agent
+BATCH = 500  # records per transaction
+INTERVAL = 0.05  # seconds between two looks at the journal
+MAX_BACKOFF = 5.0  # seconds between two tries while the database refuses a batch
+
+
+@dataclass(frozen=True)
+class ClickRecord:
+    """One journalled click: its key (``<segment>:<offset>``), the ids its token signed, when, and who."""
+
+    key: str
+    delivery_id: int
+    link_id: int
+    occurred_at: datetime
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+class JournalError(OSError):
+    """The journal cannot take a click (a missing or read-only directory, a full disk)."""
+
+
+class ClickJournal:
+    """The appending side: one open segment per process, shared by its threads.
+
+    ``append`` raises JournalError when the write fails; the caller records the click another way or
+    refuses it, never answers as if it were kept.
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, max_segment_bytes: int = MAX_SEGMENT_BYTES):
+        self.directory = Path(directory)
+        self.max_segment_bytes = max_segment_bytes
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._path: Path | None = None
+        self._size = 0
+        self._pid = 0
+
+    @property
+    def live_segment(self) -> Path | None:
+        """The segment this process appends to now, if any."""
+        return self._path if self._pid == os.getpid() else None
+
+    def append(self, delivery_id: int, link_id: int, at: datetime, user_agent: str | None, ip: str | None) -> str:
+        """Append one click; its key. ``at`` is timezone-aware. Raises JournalError."""
+        line = json.dumps(
+            [delivery_id, link_id, round(at.timestamp(), 6), user_agent, ip], separators=(",", ":")
+        ).encode()
+        if len(line) >= MAX_RECORD_BYTES:
+            raise JournalError(f"a click record of {len(line)} bytes; the limit is {MAX_RECORD_BYTES}")
+        with self._lock:
+            try:
+                fd = self._open()
+                offset = self._size
+                written = os.write(fd, line + b"\n")
+            except OSError as exc:
+                self._close()
+                raise JournalError(f"{self.directory}: {exc.strerror or exc}") from exc
+            if written != len(line) + 1:  # a full disk mid-line: the partial line is left unterminated
+                self._close()
+                raise JournalError(f"{self.directory}: short write ({written} of {len(line) + 1} bytes)")
+            self._size += written
+            key = f"{segment_name(self._path)}:{offset}"
+            if self._size >= self.max_segment_bytes:
+                self._close()  # the next click opens a new segment; drainers take this one
+            return key
+
+    def close(self) -> None:
+        """Close the open segment (its lock goes with it); the next append opens a new one."""
+        with self._lock:
+            self._close()
+
+    def _open(self) -> int:
+        if self._fd is not None and self._pid == os.getpid():
+            return self._fd
+        if self._fd is not None:  # inherited across fork: the parent's segment and lock are not ours
+            self._fd = None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        path = self.directory / f"{PREFIX}{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._fd, self._path, self._size, self._pid = fd, path, 0, os.getpid()
+        return fd
+
+    def _close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd, self._path, self._size = None, None, 0
+
+
+def segment_name(path: Path) -> str:
+    """``clicks-<segment>.jsonl`` → ``<segment>``."""
+    return path.name[len(PREFIX) : -len(SUFFIX)]
+
+
+def segments(directory: Path) -> list[Path]:
+    """The journal's segments, oldest first (their names start with the UTC time they were opened)."""
+    try:
+        return sorted(p for p in directory.iterdir() if p.name.startswith(PREFIX) and p.name.endswith(SUFFIX))
+    except FileNotFoundError:
+        return []
+
+
+def done_offset(path: Path) -> int:
+    """The offset up to which ``path``'s records are committed (0 when none are, or the mark is unreadable)."""
+    try:
+        return max(0, int(Path(str(path) + DONE).read_text().strip() or 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def mark_done(path: Path, offset: int) -> None:
+    """Record that ``path``'s records up to ``offset`` are committed (atomically: a temporary file, then rename)."""
+    mark = Path(str(path) + DONE)
+    temporary = mark.with_name(mark.name + ".tmp")
+    temporary.write_text(str(offset))
+    os.replace(temporary, mark)
+
+
+def read_records(path: Path, start: int, *, limit: int = BATCH) -> tuple[list[ClickRecord], int]:
+    """Up to ``limit`` complete records of ``path`` from byte ``start``: ``(records, offset after them)``.
+
+    A line that is not a record (damage on disk, a record cut short by a full disk and later followed by
+    others) is logged with its file and offset and skipped, so one bad line never stops the journal. An
+    unterminated last line is left for later: its writer may still be writing it.
+    """
+    name = segment_name(path)
+    records: list[ClickRecord] = []
+    with open(path, "rb") as stream:
+        stream.seek(start)
+        offset = start
+        for line in stream:
+            if not line.endswith(b"\n"):
+                break
+            record = _parse(name, offset, line)
+            if record is not None:
+                records.append(record)
+            offset += len(line)
+            if len(records) >= limit:
+                break
+    return records, offset
+
+
+def _parse(name: str, offset: int, line: bytes) -> ClickRecord | None:
+    try:
+        delivery_id, link_id, at, user_agent, ip = json.loads(line)
+        if not (_is_id(delivery_id) and _is_id(link_id) and isinstance(at, (int, float))):
+            raise ValueError("not a click record")
+        if not (user_agent is None or isinstance(user_agent, str)) or not (ip is None or isinstance(ip, str)):
+            raise ValueError("not a click record")
+        occurred_at = datetime.fromtimestamp(at, UTC)
+    except (ValueError, TypeError, OverflowError, OSError):
+        log.error("click journal %s%s%s, byte %d: not a click record; skipped", PREFIX, name, SUFFIX, offset)
+        return None
+    return ClickRecord(f"{name}:{offset}", delivery_id, link_id, occurred_at, user_agent, ip)
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63
+
+
+class Drainer:
+    """The recording side: reads the journal and hands records to ``write`` in batches of at most ``batch``.
+
+    ``write(records)`` records them durably (it commits) and returns how many were new; it raises to
+    refuse the batch, which is then offered again, after a back-off, until it is taken. One drainer per
+    process (``start`` runs it in a daemon thread); several processes may drain one directory.
+    """
+
+    def __init__(
+        self,
+        journal: ClickJournal,
+        write: Callable[[list[ClickRecord]], int],
+        *,
+        interval: float = INTERVAL,
+        batch: int = BATCH,
+    ):
+        self.journal = journal
+        self.write = write
+        self.interval = interval
+        self.batch = batch
+        self.recorded = 0  # clicks this drainer recorded, for tests and benchmarks
+        self._offsets: dict[Path, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+
+    def start(self) -> None:
+        """Run in a daemon thread of this process (again after a fork: threads do not survive one)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="patron-click-drainer", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look at the journal now rather than at the end of the interval."""
+        self._wake.set()
+
+    def stop(self, *, timeout: float = 10.0) -> None:
+        """Stop the thread, drain what is left (within ``timeout`` seconds), close the journal.
+
+        A fully drained segment of this process is deleted; one the database would not take stays for
+        the next drainer.
+        """
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self.journal.close()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline and self.drain() > 0:
+                pass
+        except Exception:
+            log.exception(
+                "click journal %s: not drained at stop; the next process records the rest", self.journal.directory
+            )
+
+    def drain(self) -> int:
+        """Record what the journal holds now, this process's live segment and every closed one; records
+        handed to ``write``. Raises what ``write`` raises."""
+        with self._lock:
+            handed = 0
+            live = self.journal.live_segment
+            if live is not None:
+                handed += self._drain_live(live)
+            for path in segments(self.journal.directory):
+                if path != self.journal.live_segment:
+                    handed += self._drain_closed(path)
+            return handed
+
+    def _run(self) -> None:
+        backoff = self.interval
+        while not self._stop.is_set():
+            self._wake.wait(backoff)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.drain()
+            except Exception as exc:  # the database refused: keep the journal, try again later
+                if not self._failing:
+                    log.error("click journal %s: batch not recorded, will retry: %s", self.journal.directory, exc)
+                self._failing = True
+                backoff = min(MAX_BACKOFF, backoff * 2)
+                continue
+            if self._failing:
+                log.warning("click journal %s: recording again", self.journal.directory)
+            self._failing = False
+            backoff = self.interval
+
+    def _drain_live(self, path: Path) -> int:
+        offset = self._offsets.get(path)
+        if offset is None:
+            offset = done_offset(path)
+        handed = 0
+        for records, end in self._batches(path, offset):
+            handed += len(records)
+            offset = end
+            self._offsets[path] = offset
+        return handed
+
+    def _drain_closed(self, path: Path) -> int:
+        """Take a closed segment's lock, drain it to its end and delete it; 0 if another process holds it."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return 0
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0  # its writer is alive, or another drainer has it
+            if os.fstat(fd).st_nlink == 0:
+                return 0  # drained and deleted by another drainer since we listed it
+            handed = 0
+            start = self._offsets.pop(path, None)
+            offset = done_offset(path) if start is None else start
+            for records, end in self._batches(path, offset):
+                handed += len(records)
+                offset = end
+            size = os.fstat(fd).st_size
+            if offset < size:  # an unterminated last line: its writer died mid-write
+                log.error(
+                    "click journal %s, byte %d: %d bytes of an unfinished record; skipped",
+                    path.name,
+                    offset,
+                    size - offset,
+                )
+            Path(str(path) + DONE).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
+            return handed
+        finally:
+            os.close(fd)
+
+    def _batches(self, path: Path, offset: int) -> Iterator[tuple[list[ClickRecord], int]]:
+        """Read, write and mark done batch by batch; each yielded batch is committed."""
+        while True:
+            records, end = read_records(path, offset, limit=self.batch)
+            if end == offset:
+                return
+            if records:
+                self.recorded += self.write(records)
+            mark_done(path, end)
+            yield records, end
+            offset = end
