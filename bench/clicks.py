@@ -46,6 +46,7 @@ CAMPAIGN = ROOT / "examples" / "campaigns" / "weekly.yaml"
 SECRET_KEY = "patron-bench-clicks-secret-key-0123456789"
 CONTACTS = 400
 CONCURRENCY = 8
+THREADS = 4  # per gunicorn worker (--threads)
 WARMUP = 200
 SEED = 9
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -149,6 +150,7 @@ def start_server(kind: str, url: str, work: Path, port: int) -> subprocess.Popen
     }
     if kind.startswith("gunicorn"):
         command = [str(Path(sys.executable).with_name("patron")), "serve", "--port", str(port), "--workers", "2"]
+        command += ["--threads", str(THREADS)]
     else:
         command = [sys.executable, "-m", "flask", "--app", "web:create_app", "run", "--port", str(port)]
     log = open(work / f"{kind}.log", "w")  # noqa: SIM115  (the child writes it until stopped)
@@ -295,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         " click before answering (PATRON_CLICK_JOURNAL=off). Default %(default)s",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--threads", type=int, default=THREADS, help="threads per gunicorn worker (default %(default)s)")
     options = parser.parse_args(argv)
+    globals()["THREADS"] = options.threads
     databases = ("sqlite", "postgresql") if options.database == "both" else (options.database,)
     results = []
     for database in databases:

@@ -9,8 +9,9 @@ docs/responses.md, "The click journal".
 Layout of the directory (``PATRON_CLICK_JOURNAL``, default ``<instance>/journal``):
 
 - ``clicks-<segment>.jsonl``: a segment, written by one process only, which holds an exclusive
-  ``flock(2)`` on it while it writes. ``<segment>`` is the UTC start time, the process id and 8 random
-  hex digits, so two machines sharing the directory never collide.
+  ``flock(2)`` on it while it writes (taken before the segment gets its name, so a drainer that can
+  lock a segment knows its writer has closed it or died). ``<segment>`` is the UTC start time, the
+  process id and 8 random hex digits, so two machines sharing the directory never collide.
 - One record per line, a JSON array ``[delivery_id, link_id, unix_time, user_agent, ip]``, written with
   one ``write(2)`` on an ``O_APPEND`` descriptor: threads of the process never interleave, and a
   process killed mid-write leaves at most one unterminated last line.
@@ -128,8 +129,18 @@ class ClickJournal:
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         path = self.directory / f"{PREFIX}{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Created under a name drainers do not list, locked, then renamed: a drainer that can lock a listed
+        # segment knows its writer is gone (else it could take a new segment in the moment before the
+        # writer locks it, find it empty and delete it under the writer).
+        hidden = path.with_name("." + path.name)
+        fd = os.open(hidden, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(hidden, path)
+        except OSError:
+            os.close(fd)
+            hidden.unlink(missing_ok=True)
+            raise
         self._fd, self._path, self._size, self._pid = fd, path, 0, os.getpid()
         return fd
 
@@ -344,8 +355,8 @@ class Drainer:
                     offset,
                     size - offset,
                 )
+            path.unlink(missing_ok=True)  # the segment first: a mark without its segment is only litter
             Path(str(path) + DONE).unlink(missing_ok=True)
-            path.unlink(missing_ok=True)
             return handed
         finally:
             os.close(fd)

@@ -21,6 +21,7 @@ from web.demo import demo_command
 from web.segments_cli import segments_group
 from web.serve import serve_command
 from web.tracking import bp as tracking_bp
+from web.tracking.fastpath import ClickFastPath
 from web.tracking.views import one_click_unsubscribe
 
 
@@ -43,6 +44,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     db.init_app(app)
+    app.wsgi_app = ClickFastPath(app, app.wsgi_app)  # inside ProxyFix: it sees the client's address
     hops = app.config["PATRON_PROXY_HOPS"]
     if hops:  # trust exactly this many proxies' X-Forwarded-* headers, no more
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops)

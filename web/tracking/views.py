@@ -10,8 +10,11 @@ import logging
 import secrets
 
 from flask import abort, current_app, g, make_response, redirect, render_template, request, url_for
+from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.http import dump_cookie
+from werkzeug.urls import iri_to_uri
 
 from content.models import Block, BlockVersion
 from content.selection import locale_chain
@@ -42,11 +45,16 @@ MAX_TAGS = 60
 
 def signer() -> LinkSigner:
     """The app's LinkSigner (built once per app from SECRET_KEY, PATRON_BASE_URL and SECRET_KEY_FALLBACKS)."""
-    cached = current_app.extensions.get("patron_signer")
+    return app_signer(current_app)
+
+
+def app_signer(app) -> LinkSigner:
+    """:func:`signer` for an app named outright (the click fast path runs outside an app context)."""
+    cached = app.extensions.get("patron_signer")
     if cached is None:
-        config = current_app.config
+        config = app.config
         cached = LinkSigner(config["SECRET_KEY"], config["PATRON_BASE_URL"], config.get("SECRET_KEY_FALLBACKS", ()))
-        current_app.extensions["patron_signer"] = cached
+        app.extensions["patron_signer"] = cached
     return cached
 
 
@@ -69,15 +77,23 @@ def bound_the_body():
 
 @bp.after_request
 def page_headers(response):
-    response.headers["X-Robots-Tag"] = "noindex, nofollow"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    nonce = g.get("style_nonce")
-    style = f"style-src 'nonce-{nonce}'; " if nonce else ""
-    response.headers["Content-Security-Policy"] = (
-        f"default-src 'none'; {style}img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    )
+    for name, value in page_header_pairs(g.get("style_nonce")):
+        response.headers[name] = value
     return response
+
+
+def page_header_pairs(nonce: str | None = None) -> list[tuple[str, str]]:
+    """The headers every tracking answer carries: no indexing, no referrer, no sniffing, a strict CSP."""
+    style = f"style-src 'nonce-{nonce}'; " if nonce else ""
+    return [
+        ("X-Robots-Tag", "noindex, nofollow"),
+        ("Referrer-Policy", "no-referrer"),
+        ("X-Content-Type-Options", "nosniff"),
+        (
+            "Content-Security-Policy",
+            f"default-src 'none'; {style}img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    ]
 
 
 @bp.get("/o/<int:delivery_id>/<token>.gif", merge_slashes=False)
@@ -116,20 +132,40 @@ def click_redirect(delivery_id: int, link_id: int, token: str):
     if target is None:
         abort(404)
     recorded = target.tracked and _keep_click(delivery_id, link_id)
-    response = redirect(target.url, 302)
-    response.headers["Cache-Control"] = "no-store"
-    if not recorded:  # the click was not recorded: nothing to attribute, and no cookie without consent
-        return response
-    window_days = current_app.config["PATRON_ATTRIBUTION_WINDOW_DAYS"]
-    response.set_cookie(
-        "patron_click",
-        f"{delivery_id}.{signer().sign('c', delivery_id)}",
-        max_age=int(window_days * 86400),
-        httponly=True,
-        samesite="Lax",
-        secure=current_app.config["PATRON_BASE_URL"].startswith("https:"),
-    )
-    return response
+    headers, body = click_answer(current_app, target.url, delivery_id if recorded else None)
+    return current_app.response_class(body, 302, headers)
+
+
+def click_answer(app, url: str, delivery_id: int | None) -> tuple[list[tuple[str, str]], bytes]:
+    """The 302 of a click, as (headers, body): Location, no caching, the page headers, and the attribution
+    cookie ``patron_click`` when ``delivery_id`` is given (the click was recorded: tracking is granted).
+
+    The cookie is ``<delivery>.<signature>``, HttpOnly, SameSite=Lax, Secure on https, for the attribution
+    window. Shared by the view and the fast path, so both answer alike.
+    """
+    location = iri_to_uri(url)
+    body = f'<!doctype html>\n<title>Redirecting</title>\n<p><a href="{escape(location)}">{escape(location)}</a>\n'
+    body_bytes = body.encode()
+    headers = [
+        ("Content-Type", "text/html; charset=utf-8"),
+        ("Content-Length", str(len(body_bytes))),
+        ("Location", location),
+        ("Cache-Control", "no-store"),
+        *page_header_pairs(),
+    ]
+    if delivery_id is not None:
+        config = app.config
+        cookie = dump_cookie(
+            "patron_click",
+            f"{delivery_id}.{app_signer(app).sign('c', delivery_id)}",
+            max_age=int(config["PATRON_ATTRIBUTION_WINDOW_DAYS"] * 86400),
+            path="/",
+            secure=config["PATRON_BASE_URL"].startswith("https:"),
+            httponly=True,
+            samesite="Lax",
+        )
+        headers.append(("Set-Cookie", cookie))
+    return headers, body_bytes
 
 
 def _keep_click(delivery_id: int, link_id: int) -> bool:
