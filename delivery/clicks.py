@@ -194,7 +194,7 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
         if delivery is None or link is None or not delivery.tracking:
             continue
         agent = record.user_agent[:USER_AGENT_KEPT] if record.user_agent else None
-        reason = machine_reason("click", Client(agent, record.ip), delivery.sent_at, record.occurred_at)
+        reason = machine_reason("click", Client(agent), delivery.sent_at, record.occurred_at)
         rows.append(
             {
                 "kind": "click",

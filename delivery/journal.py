@@ -12,7 +12,7 @@ Layout of the directory (``PATRON_CLICK_JOURNAL``, default ``<instance>/journal`
   ``flock(2)`` on it while it writes (taken before the segment gets its name, so a drainer that can
   lock a segment knows its writer has closed it or died). ``<segment>`` is the UTC start time, the
   process id and 8 random hex digits, so two machines sharing the directory never collide.
-- One record per line, a JSON array ``[delivery_id, link_id, unix_time, user_agent, ip]``, written with
+- One record per line, a JSON array ``[delivery_id, link_id, unix_time, user_agent]``, written with
   one ``write(2)`` on an ``O_APPEND`` descriptor: threads of the process never interleave, and a
   process killed mid-write leaves at most one unterminated last line.
 - ``clicks-<segment>.jsonl.done``: the byte offset up to which the segment's records are committed,
@@ -57,14 +57,15 @@ MAX_BACKOFF = 5.0  # seconds between two tries while the database refuses a batc
 
 @dataclass(frozen=True)
 class ClickRecord:
-    """One journalled click: its key (``<segment>:<offset>``), the ids its token signed, when, and who."""
+    """One journalled click: its key (``<segment>:<offset>``), the ids its token signed, when, and the user agent.
+
+    Not the client's address: no rule about clicks reads it (``delivery.machine``), so it is not kept."""
 
     key: str
     delivery_id: int
     link_id: int
     occurred_at: datetime
     user_agent: str | None = None
-    ip: str | None = None
 
 
 class JournalError(OSError):
@@ -92,11 +93,9 @@ class ClickJournal:
         """The segment this process appends to now, if any."""
         return self._path if self._pid == os.getpid() else None
 
-    def append(self, delivery_id: int, link_id: int, at: datetime, user_agent: str | None, ip: str | None) -> str:
+    def append(self, delivery_id: int, link_id: int, at: datetime, user_agent: str | None) -> str:
         """Append one click; its key. ``at`` is timezone-aware. Raises JournalError."""
-        line = json.dumps(
-            [delivery_id, link_id, round(at.timestamp(), 6), user_agent, ip], separators=(",", ":")
-        ).encode()
+        line = json.dumps([delivery_id, link_id, round(at.timestamp(), 6), user_agent], separators=(",", ":")).encode()
         if len(line) >= MAX_RECORD_BYTES:
             raise JournalError(f"a click record of {len(line)} bytes; the limit is {MAX_RECORD_BYTES}")
         with self._lock:
@@ -208,16 +207,16 @@ def read_records(path: Path, start: int, *, limit: int = BATCH) -> tuple[list[Cl
 
 def _parse(name: str, offset: int, line: bytes) -> ClickRecord | None:
     try:
-        delivery_id, link_id, at, user_agent, ip = json.loads(line)
+        delivery_id, link_id, at, user_agent = json.loads(line)
         if not (_is_id(delivery_id) and _is_id(link_id) and isinstance(at, (int, float))):
             raise ValueError("not a click record")
-        if not (user_agent is None or isinstance(user_agent, str)) or not (ip is None or isinstance(ip, str)):
+        if not (user_agent is None or isinstance(user_agent, str)):
             raise ValueError("not a click record")
         occurred_at = datetime.fromtimestamp(at, UTC)
     except (ValueError, TypeError, OverflowError, OSError):
         log.error("click journal %s%s%s, byte %d: not a click record; skipped", PREFIX, name, SUFFIX, offset)
         return None
-    return ClickRecord(f"{name}:{offset}", delivery_id, link_id, occurred_at, user_agent, ip)
+    return ClickRecord(f"{name}:{offset}", delivery_id, link_id, occurred_at, user_agent)
 
 
 def _is_id(value) -> bool:

@@ -35,7 +35,7 @@ def test_a_drainer_running_while_a_segment_is_being_created_does_not_take_it(tmp
     # The moments of creating a segment: before its lock and before its name.
     monkeypatch.setattr(journal.fcntl, "flock", drain_first(real_flock))
     monkeypatch.setattr(journal.os, "rename", drain_first(real_rename))
-    key = writer.append(7, 3, AT, "Mozilla/5.0", "192.0.2.1")
+    key = writer.append(7, 3, AT, "Mozilla/5.0")
     monkeypatch.undo()
 
     assert raced == [0]

@@ -46,7 +46,7 @@ def start(app: Flask) -> None:
         found.start()
 
 
-def journal_click(app: Flask, delivery_id: int, link_id: int, at: datetime, user_agent, ip) -> bool:
+def journal_click(app: Flask, delivery_id: int, link_id: int, at: datetime, user_agent: str | None) -> bool:
     """Append a click to the app's journal and make sure it will be drained; False when the journal is off.
 
     Raises ``delivery.journal.JournalError`` when the journal cannot take it.
@@ -54,7 +54,7 @@ def journal_click(app: Flask, delivery_id: int, link_id: int, at: datetime, user
     found = drainer(app)
     if found is None:
         return False
-    found.journal.append(delivery_id, link_id, at, user_agent, ip)
+    found.journal.append(delivery_id, link_id, at, user_agent)
     found.start()
     return True
 

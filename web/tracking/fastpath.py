@@ -8,7 +8,7 @@ tracking consent, a journal or database fault, the journal turned off, a first r
 schema check, HEAD and every other method. What the fast path saves is Flask's request context,
 routing, session and response objects: about a third of a click's CPU time.
 
-It sits inside ProxyFix (``create_app`` wraps it), so the client address is the proxy's view as in the app.
+It sits inside ProxyFix (``create_app`` wraps it), so the request it sees is the one the app would see.
 """
 
 from __future__ import annotations
@@ -64,14 +64,7 @@ class ClickFastPath:
         answer = click_answer(app, target.url, delivery_id)  # before the append: nothing may fail after it
         agent = environ.get("HTTP_USER_AGENT")
         try:
-            kept = clicks.journal_click(
-                app,
-                delivery_id,
-                link_id,
-                utcnow(),
-                agent[:MAX_USER_AGENT] if agent else None,
-                environ.get("REMOTE_ADDR"),
-            )
+            kept = clicks.journal_click(app, delivery_id, link_id, utcnow(), agent[:MAX_USER_AGENT] if agent else None)
         except JournalError:  # the view tries the journal again, then records the click itself
             return None
         return answer if kept else None

@@ -172,7 +172,7 @@ def _keep_click(delivery_id: int, link_id: int) -> bool:
     """Journal the click, else record it now; whether it was kept. Aborts with 503 when neither can."""
     asked = client()
     try:
-        if clicks.journal_click(current_app, delivery_id, link_id, utcnow(), asked.user_agent, asked.ip):
+        if clicks.journal_click(current_app, delivery_id, link_id, utcnow(), asked.user_agent):
             return True
     except JournalError as exc:
         log.error("click on link %s of delivery %s: journal refused (%s); recording it now", link_id, delivery_id, exc)
