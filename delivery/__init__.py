@@ -9,6 +9,8 @@ audience.
   (each link with its block's interest weights);
 - ``responses``: opens, clicks, unsubscribes, conversions: a response row and a
   timeline event each (docs/responses.md);
+- ``journal`` and ``clicks``: the click journal (a click answered once appended to a local file)
+  and the batch writer that records journalled clicks, exactly once by their journal position;
 - ``machine``: which opens and clicks a machine made (Apple MPP, scanners, bots, prefetch);
 - ``learning``: the closed loop, human clicks and conversions raising interests;
 - ``dsn`` and ``bounces``: the bounce mailbox (DSNs, ARF complaints, auto-replies, mailto

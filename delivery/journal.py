@@ -181,6 +181,46 @@ def mark_done(path: Path, offset: int) -> None:
     os.replace(temporary, mark)
 
 
+@dataclass(frozen=True)
+class SegmentState:
+    """What a segment holds: its size and committed offset (bytes), the records after that offset, and
+    whether a process is writing it now (holds its lock)."""
+
+    path: Path
+    size: int
+    done: int
+    waiting: int
+    busy: bool
+
+
+def states(directory: Path) -> list[SegmentState]:
+    """The journal's segments as they are now, oldest first (a read: nothing is locked for long or changed)."""
+    found = []
+    for path in segments(directory):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # drained and deleted meanwhile
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                busy = False
+            except BlockingIOError:
+                busy = True
+            size = os.fstat(fd).st_size
+            done = min(done_offset(path), size)
+            waiting = 0
+            with open(path, "rb") as stream:
+                stream.seek(done)
+                while chunk := stream.read(1 << 20):
+                    waiting += chunk.count(b"\n")
+        finally:
+            os.close(fd)
+        found.append(SegmentState(path, size, done, waiting, busy))
+    return found
+
+
 def read_records(path: Path, start: int, *, limit: int = BATCH) -> tuple[list[ClickRecord], int]:
     """Up to ``limit`` complete records of ``path`` from byte ``start``: ``(records, offset after them)``.
 
@@ -238,9 +278,11 @@ class Drainer:
         *,
         interval: float = INTERVAL,
         batch: int = BATCH,
+        progress: Callable[[int], None] | None = None,
     ):
         self.journal = journal
         self.write = write
+        self.progress = progress  # called with the records of each committed batch
         self.interval = interval
         self.batch = batch
         self.recorded = 0  # clicks this drainer recorded, for tests and benchmarks
@@ -369,5 +411,7 @@ class Drainer:
             if records:
                 self.recorded += self.write(records)
             mark_done(path, end)
+            if self.progress is not None:
+                self.progress(len(records))
             yield records, end
             offset = end

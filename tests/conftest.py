@@ -18,7 +18,7 @@ from sqlalchemy import text
 from segments.db import Base, make_engine, make_session_factory
 from tests.delivery.keys import rsa_key  # noqa: F401  (a DKIM key, for any test)
 from tests.delivery.smtp_server import smtp_server  # noqa: F401  (a real SMTP server, for any test)
-from web import create_app
+from web import create_app, db
 from web.db import upgrade
 
 POSTGRES_URL_VARIABLE = "PATRON_TEST_DATABASE_URL"
@@ -85,7 +85,7 @@ def app(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("PATRON_INSTANCE_PATH", str(tmp_path / "instance"))
     app = create_app({"TESTING": True, "PATRON_DATABASE_URL": engine.url.render_as_string(hide_password=False)})
     yield app
-    app.extensions["patron_engine"].dispose()
+    db.dispose(app)
 
 
 @pytest.fixture

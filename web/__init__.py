@@ -15,6 +15,7 @@ import config
 from web import api, db
 from web.bounces_cli import bounces_group
 from web.campaigns_cli import campaigns_group
+from web.clicks_cli import clicks_group
 from web.contacts_cli import contacts_group, events_group
 from web.content_cli import content_group
 from web.demo import demo_command
@@ -59,5 +60,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.cli.add_command(demo_command)
     app.cli.add_command(serve_command)
     app.cli.add_command(bounces_group)
+    app.cli.add_command(clicks_group)
     api.init_app(app)  # after CSRFProtect, which it is exempt from
     return app

@@ -35,6 +35,12 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(db_group)
 
 
+def dispose(app: Flask) -> None:
+    """Close the app's pooled connections (its engine's and its click reader's)."""
+    app.extensions["patron_engine"].dispose()
+    app.extensions["patron_reader"].dispose()
+
+
 def session_factory():
     return current_app.extensions["patron_sessions"]
 

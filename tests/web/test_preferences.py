@@ -14,6 +14,7 @@ from segments.models import Consent, Contact, Event, Interest
 from segments.preferences import STATED_INTEREST_SCORE, Preferences, save_preferences
 from tests.campaigns.conftest import add_campaign, worker_config
 from tests.web.tracking_fixtures import app_for
+from web import db
 
 
 def page_of(answer):
@@ -134,7 +135,7 @@ def test_the_client_ip_is_the_proxys_forwarded_one_only_when_proxy_hops_says_so(
             headers={"X-Forwarded-For": "203.0.113.7"},
             environ_base={"REMOTE_ADDR": "10.0.0.1"},
         )
-        app.extensions["patron_engine"].dispose()
+        db.dispose(app)
         session.commit()  # ends the read transaction: see what the app committed
         bob = contact(session, "bob@example.com")
         assert session.get(Consent, (bob.id, "tracking")).ip == expected

@@ -21,7 +21,7 @@ from campaigns.runs import start_run
 from delivery.models import Delivery
 from segments.models import Consent
 from tests.campaigns.conftest import BASE_URL, SECRET, add_campaign, add_contacts, pack, parse, worker_config  # noqa: F401
-from web import create_app
+from web import create_app, db
 from web.tracking import clicks
 
 # The installed command, as a user runs it (``python -m web.cli`` warns about the package importing it first).
@@ -62,7 +62,7 @@ def tracking_app(engine, tmp_path, monkeypatch):
     app = app_for(engine, tmp_path, monkeypatch)
     yield app
     clicks.stop(app)
-    app.extensions["patron_engine"].dispose()
+    db.dispose(app)
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def drainer(app: Flask) -> Drainer | None:
         with _lock:
             found = app.extensions.get(_EXTENSION)
             if found is None:
-                found = Drainer(ClickJournal(directory), _writer(app))
+                found = Drainer(ClickJournal(directory), writer(app))
                 app.extensions[_EXTENSION] = found
                 atexit.register(found.stop)
     return found
@@ -73,7 +73,8 @@ def stop(app: Flask) -> None:
         found.stop()
 
 
-def _writer(app: Flask):
+def writer(app: Flask):
+    """The drainer's ``write``: records a batch of journalled clicks in the app's database and commits."""
     sessions = app.extensions["patron_sessions"]
     half_life_days = app.config["PATRON_INTEREST_HALF_LIFE_DAYS"]
 
