@@ -51,7 +51,7 @@ DONE = ".done"
 MAX_SEGMENT_BYTES = 64 * 1024 * 1024
 MAX_RECORD_BYTES = 4096  # well above five fields with a 255-character user agent
 BATCH = 500  # records per transaction
-INTERVAL = 0.05  # seconds between two looks at the journal
+INTERVAL = 0.2  # seconds between two looks at the journal
 MAX_BACKOFF = 5.0  # seconds between two tries while the database refuses a batch
 
 
