@@ -409,3 +409,50 @@ def test_a_record_over_the_limit_raises_journal_error_and_writes_nothing(tmp_pat
     journal.append(3, 7, AT + timedelta(seconds=1), AGENT, None)  # the journal still takes the next click
     records, _ = read_records(journal.live_segment, 0)
     assert [r.delivery_id for r in records] == [1, 3]
+
+
+FORKING_WRITER = """
+import os, sys, time
+from datetime import UTC, datetime
+from delivery.journal import ClickJournal
+journal = ClickJournal(sys.argv[1])
+journal.append(51, 7, datetime.now(UTC), "parent", None)
+parents = journal.live_segment
+child = os.fork()
+if child == 0:
+    journal.append(52, 7, datetime.now(UTC), "child", None)  # a segment of its own, as it should
+    time.sleep(120)
+    os._exit(0)
+print(child, parents, flush=True)
+os._exit(0)  # the parent ends; its child, a long-lived worker, goes on
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ClickJournal._open drops the descriptor inherited across fork without closing it: the child keeps "
+    "the parent's segment locked, so a dead parent's clicks wait for every child it forked to exit",
+)
+def test_a_dead_writer_s_segment_is_drained_while_a_child_it_forked_lives_on(tmp_path):
+    writer = subprocess.Popen(
+        [sys.executable, "-c", FORKING_WRITER, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    child = None
+    try:
+        ready, _, _ = select.select([writer.stdout], [], [], 30)
+        assert ready, "the writer did not append within 30 s"
+        pid, parents = writer.stdout.readline().split()
+        child, parents = int(pid), Path(parents)
+        writer.wait(10)
+        assert wait_until(lambda: len(segments(tmp_path)) == 2)  # the child has appended too
+
+        write = Collector()
+        Drainer(ClickJournal(tmp_path), write).drain()
+        assert write.ids == [(51, 7)]  # the parent's click; the living child's segment is its own
+        assert not parents.exists()
+    finally:
+        if child is not None:
+            os.kill(child, signal.SIGKILL)
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
