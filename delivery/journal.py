@@ -38,6 +38,7 @@ import os
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,6 +88,7 @@ class ClickJournal:
         self._path: Path | None = None
         self._size = 0
         self._pid = 0
+        _journals.add(self)  # closed in a forked child at once, even one that never appends
 
     @property
     def live_segment(self) -> Path | None:
@@ -123,8 +125,7 @@ class ClickJournal:
     def _open(self) -> int:
         if self._fd is not None and self._pid == os.getpid():
             return self._fd
-        if self._fd is not None:  # inherited across fork: the parent's segment and lock are not ours
-            self._fd = None
+        self._after_fork()  # a descriptor inherited across fork is the parent's, not ours
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         path = self.directory / f"{PREFIX}{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
@@ -143,6 +144,16 @@ class ClickJournal:
         self._fd, self._path, self._size, self._pid = fd, path, 0, os.getpid()
         return fd
 
+    def _after_fork(self) -> None:
+        """In a forked child: close the parent's segment descriptor. It shares the parent's lock, which would
+        otherwise stay held for the child's whole life, so a dead parent's clicks would wait for the child."""
+        if self._fd is not None and self._pid != os.getpid():
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd, self._path, self._size = None, None, 0
+
     def _close(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
             try:
@@ -152,13 +163,26 @@ class ClickJournal:
         self._fd, self._path, self._size = None, None, 0
 
 
+_journals: weakref.WeakSet[ClickJournal] = weakref.WeakSet()
+
+
+def _close_in_child() -> None:
+    for journal in list(_journals):
+        journal._lock = threading.Lock()  # a lock held by a parent's thread at the fork is never released here
+        journal._after_fork()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
 def segment_name(path: Path) -> str:
     """``clicks-<segment>.jsonl`` → ``<segment>``."""
     return path.name[len(PREFIX) : -len(SUFFIX)]
 
 
 def segments(directory: Path) -> list[Path]:
-    """The journal's segments, oldest first (their names start with the UTC time they were opened)."""
+    """The journal's segments, oldest first to the second (their names start with the UTC second they were
+    opened); segments opened in the same second come in no particular order."""
     try:
         return sorted(p for p in directory.iterdir() if p.name.startswith(PREFIX) and p.name.endswith(SUFFIX))
     except FileNotFoundError:

@@ -73,9 +73,7 @@ def clicks(*specs, at=None) -> list[ClickRecord]:
     """ClickRecords keyed as the journal keys them, from (delivery_id, link_id[, user_agent]) tuples."""
     at = at or utcnow()
     return [
-        ClickRecord(
-            f"20260101T000000-1-cafe0000:{100 * n}", spec[0], spec[1], at, *(spec[2:] or (HUMAN,)), "203.0.113.7"
-        )
+        ClickRecord(f"20260101T000000-1-cafe0000:{100 * n}", spec[0], spec[1], at, *(spec[2:] or (HUMAN,)))
         for n, spec in enumerate(specs)
     ]
 
