@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import ARRAY, and_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import and_, bindparam, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -41,7 +40,7 @@ from delivery.responses import (
     event_properties,
     timeline_event_row,
 )
-from segments.db import utcnow
+from segments.db import as_arrays, unnest_insert, utcnow
 from segments.models import PROFILING, TRACKING, Consent, Event
 
 
@@ -186,25 +185,17 @@ EVENT_COLUMNS = ("contact_id", "channel", "type", "occurred_at", "properties", "
 
 def _insert_rows(connection: Connection, table, columns: tuple[str, ...], rows: list[dict], *, returning: bool):
     """INSERT ``rows`` (dicts of ``columns``) into ``table`` in one statement, skipping unique conflicts when
-    ``returning`` (and then the inserted rows' ``id`` and ``external_id``).
-
-    PostgreSQL gets one array per column and ``unnest``: a statement of a few hundred bytes whatever the
-    batch, where a multi-row VALUES list costs the driver a parse of thousands of placeholders per batch.
-    SQLite gets SQLAlchemy's multi-row VALUES (insertmanyvalues), which its driver does not parse.
-    """
-    statement = _bulk_insert(connection.dialect.name, table, columns, returning)
-    if connection.dialect.name == "postgresql":
-        return connection.execute(statement, {name: [row[name] for row in rows] for name in columns})
-    return connection.execute(statement, rows)
+    ``returning`` (and then the inserted rows' ``id`` and ``external_id``): PostgreSQL's ``unnest`` of one
+    array per column (``segments.db.unnest_insert``), SQLite's multi-row VALUES, which its driver does not
+    parse."""
+    postgresql = connection.dialect.name == "postgresql"
+    statement = _bulk_insert(postgresql, table, columns, returning)
+    return connection.execute(statement, as_arrays(rows, columns) if postgresql else rows)
 
 
 @cache
-def _bulk_insert(dialect: str, table, columns: tuple[str, ...], returning: bool):
-    if dialect == "postgresql":
-        arrays = [func.unnest(bindparam(name, type_=ARRAY(table.c[name].type))) for name in columns]
-        statement = pg_insert(table).from_select(list(columns), select(*arrays))
-    else:
-        statement = sqlite_insert(table)
+def _bulk_insert(postgresql: bool, table, columns: tuple[str, ...], returning: bool):
+    statement = unnest_insert(table, columns) if postgresql else sqlite_insert(table)
     if not returning:
         return statement
     conflict = statement.on_conflict_do_nothing(index_elements=[table.c.kind, table.c.external_id])

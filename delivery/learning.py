@@ -18,17 +18,17 @@ from datetime import datetime
 from functools import cache
 
 from sqlalchemy import Float, bindparam, func, literal
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from segments.db import UTCDateTime
+from segments.db import UTCDateTime, as_arrays, unnest_insert
 from segments.interests import decayed_score_sql
 from segments.models import TAG_LENGTH, Interest
 
 CLICK_POINTS = 1.0
 CONVERSION_POINTS = 5.0
 MAX_SCORE = 100.0
+ROW = ("contact_id", "tag", "score", "updated_at")  # an upserted interest
 
 
 def clamp(score: float) -> float:
@@ -81,18 +81,25 @@ def raise_scores(
     moment is raising by a + b (both are positive, so the clamp at MAX_SCORE agrees).
     """
     rows = [
-        {"contact_id": contact_id, "tag": tag, "score": clamp(amount), "updated_at": now, "now": now}
+        {"contact_id": contact_id, "tag": tag, "score": clamp(amount), "updated_at": now}
         for (contact_id, tag), amount in raises.items()
     ]
-    if rows:
-        session.execute(_upsert(session.get_bind().dialect.name, float(half_life_days)), rows)
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    statement = _upsert(dialect, float(half_life_days))
+    if dialect == "postgresql":  # one statement for all the rows (executemany would run one per row)
+        session.execute(statement, {**as_arrays(rows, ROW), "now": now})
+    else:
+        session.execute(statement, [{**row, "now": now} for row in rows])
 
 
 @cache
 def _upsert(dialect: str, half_life_days: float):
-    """The raise as one ``INSERT … ON CONFLICT DO UPDATE``, built once per dialect and half-life, run for every tag."""
+    """The raise as one ``INSERT … ON CONFLICT DO UPDATE``, built once per dialect and half-life: on PostgreSQL
+    of one array per column (every row in one execution), on SQLite executed once per row."""
     table = Interest.__table__
-    insert = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    insert = unnest_insert(table, ROW) if dialect == "postgresql" else sqlite_insert(table)
     now = bindparam("now", type_=UTCDateTime())
     decayed = decayed_score_sql(
         table.c.score, table.c.updated_at, dialect_name=dialect, now=now, half_life_days=half_life_days
