@@ -7,8 +7,9 @@ profiling consent) and one block link with two interest weights, on a fresh SQLi
 empty, migrated database ``--database-url`` names: its tables are emptied). Then times ``--clicks``
 calls of ``delivery.responses.record_click`` spread over the deliveries, each in its own transaction
 as the click endpoint commits it: response row, timeline event and interest upsert. Reports clicks
-per second and p50/p99 latency, and checks that responses = events = clicks. This is the ceiling
-the HTTP endpoint (gunicorn, a second process driving it) works under, not that endpoint's figure.
+per second and p50/p99 latency, and checks that responses = events = clicks. This is the one-at-a-time
+path the click endpoint takes with ``PATRON_CLICK_JOURNAL=off`` or when its journal fails; with the
+journal, clicks are recorded in batches (``delivery.clicks``) and ``bench/clicks.py`` measures them.
 """
 
 from __future__ import annotations

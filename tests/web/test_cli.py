@@ -56,7 +56,19 @@ def test_help_lists_patrons_commands_and_none_of_flasks(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["--help"], prog_name="patron")
     assert result.exit_code == 0, result.output
     sections = help_sections(result.output)
-    commands = {"api-keys", "bounces", "campaigns", "contacts", "content", "db", "demo", "events", "segments", "serve"}
+    commands = {
+        "api-keys",
+        "bounces",
+        "campaigns",
+        "clicks",
+        "contacts",
+        "content",
+        "db",
+        "demo",
+        "events",
+        "segments",
+        "serve",
+    }
     assert set(sections["Commands"]) == commands
     assert set(sections["Options"]) == {"--version", "--help"}
     assert result.output.startswith("Usage: patron [OPTIONS] COMMAND [ARGS]...")
