@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from delivery.dsn import Report, read_report
 from delivery.models import Delivery, Response
-from delivery.responses import timeline_event, unsubscribe
+from delivery.responses import campaign_of, timeline_event, unsubscribe
 from delivery.tracking import LinkSigner
 from segments.db import utcnow
 from segments.suppressions import suppress
@@ -173,7 +173,12 @@ def _apply(session, delivery, report: Report, external_id: str, source: str, now
     )
     session.add(response)
     session.flush()
-    properties = {"delivery_id": delivery.id, "run_id": delivery.run_id, "status": report.status}
+    properties = {
+        "campaign_id": campaign_of(session, delivery.run_id),
+        "run_id": delivery.run_id,
+        "delivery_id": delivery.id,
+        "status": report.status,
+    }
     if bounce_type:
         properties["bounce_type"] = bounce_type
     timeline_event(session, delivery.contact_id, kind, response.id, now, properties)

@@ -359,7 +359,7 @@ def record_conversion(
         attribution.update(delivery_id=delivery.id, run_id=delivery.run_id)
     session.execute(update(Response).where(Response.id == inserted).values(attribution))
     if contact is not None:
-        context = {**attribution, "campaign_id": _campaign_of(session, attribution.get("run_id"))}
+        context = {**attribution, "campaign_id": campaign_of(session, attribution.get("run_id"))}
         properties = event_properties(context, None, click.interests if click else None)
         precision = _precision(currency)
         properties.update(order_id=order_id, value=str(Decimal(value_minor).scaleb(-precision)), currency=currency)
@@ -479,7 +479,8 @@ def _conversion(session: Session, order_id: str) -> Response | None:
     return session.scalar(select(Response).where(Response.kind == "conversion", Response.external_id == order_id))
 
 
-def _campaign_of(session: Session, run_id: int | None) -> int | None:
+def campaign_of(session: Session, run_id: int | None) -> int | None:
+    """The campaign of run ``run_id`` (None for no run)."""
     return None if run_id is None else session.scalar(select(_runs.c.campaign_id).where(_runs.c.id == run_id))
 
 

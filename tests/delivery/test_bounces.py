@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from campaigns.executors import execute_run
-from campaigns.models import Campaign
+from campaigns.models import Campaign, Run
 from campaigns.runs import start_run
 from delivery.bounces import KINDS, process_message
 from delivery.dsn import MAX_BYTES, read_report
@@ -94,6 +94,9 @@ def test_each_fixture_is_classified_and_matched_to_its_ledger_row(session, sent,
         assert (responses[0].bounce_type, responses[0].status) == (kind, status)
         assert responses[0].run_id == session.get(Delivery, message.delivery_id).run_id
         assert events[0].properties["bounce_type"] == kind
+    if response_kind:  # "bounced from this campaign" is a segment rule like "clicked in this campaign"
+        run = session.get(Run, session.get(Delivery, message.delivery_id).run_id)
+        assert (events[0].properties["campaign_id"], events[0].properties["run_id"]) == (run.campaign_id, run.id)
     if kind == "unsubscribe":
         assert session.get(Consent, (contact.id, "marketing")).granted is False
     if response_kind is None:
