@@ -102,6 +102,7 @@ class ClickJournal:
             raise JournalError(f"a click record of {len(line)} bytes; the limit is {MAX_RECORD_BYTES}")
         with self._lock:
             try:
+                self._check_still_listed()
                 fd = self._open()
                 offset = self._size
                 written = os.write(fd, line + b"\n")
@@ -143,6 +144,26 @@ class ClickJournal:
             raise
         self._fd, self._path, self._size, self._pid = fd, path, 0, os.getpid()
         return fd
+
+    def _check_still_listed(self) -> None:
+        """Close the open segment when its name no longer leads to it: deleted, moved, its directory
+        replaced or made unreadable. Writes to the open descriptor would still succeed, into a file no
+        drainer can find; the next open makes a new segment where drainers look, or fails (JournalError)
+        and the click is recorded another way. One stat(2) per click."""
+        if self._fd is None or self._pid != os.getpid():
+            return
+        try:
+            named, open_ = os.stat(self._path), os.fstat(self._fd)
+            listed = (named.st_dev, named.st_ino) == (open_.st_dev, open_.st_ino) and open_.st_nlink > 0
+        except OSError:
+            listed = False
+        if not listed:
+            log.error(
+                "click journal %s: segment %s is gone from the directory; opening a new one",
+                self.directory,
+                self._path.name,
+            )
+            self._close()
 
     def _after_fork(self) -> None:
         """In a forked child: close the parent's segment descriptor. It shares the parent's lock, which would
@@ -344,9 +365,12 @@ class Drainer:
         try:
             while time.monotonic() < deadline and self.drain() > 0:
                 pass
-        except Exception:
-            log.exception(
-                "click journal %s: not drained at stop; the next process records the rest", self.journal.directory
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.error(
+                "click journal %s: not drained at stop (%s); the next process records the rest",
+                self.journal.directory,
+                first_line,
             )
 
     def drain(self) -> int:
@@ -371,9 +395,15 @@ class Drainer:
                 return
             try:
                 self.drain()
-            except Exception as exc:  # the database refused: keep the journal, try again later
+            except Exception as exc:  # the database or the journal refused: keep the clicks, try again later
                 if not self._failing:
-                    log.error("click journal %s: batch not recorded, will retry: %s", self.journal.directory, exc)
+                    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    if isinstance(exc, OSError):  # the journal's files, not the database
+                        log.error("click journal %s: cannot be read, will retry: %s", self.journal.directory, exc)
+                    else:
+                        log.error(
+                            "click journal %s: batch not recorded, will retry: %s", self.journal.directory, first_line
+                        )
                 self._failing = True
                 backoff = min(MAX_BACKOFF, backoff * 2)
                 continue

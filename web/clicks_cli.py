@@ -2,8 +2,8 @@
 
 ``patron serve`` records journalled clicks itself (docs/responses.md, "The click journal"); these commands
 are for an operator who stopped or lost a server and wants its clicks in the database (before a report,
-say), or who wants to know why the journal grows. A segment a running server is writing is shown as
-``busy`` and left to that server.
+say), or who wants to know why the journal grows. A segment another process holds (a running server
+writing it, or a drainer recording it) is shown as ``busy`` and left to that process.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from delivery.journal import ClickJournal, Drainer, states
 from web.db import check_schema
-from web.segments_cli import table
 from web.tracking.clicks import writer
 
 
@@ -39,9 +38,10 @@ def _directory() -> Path:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @with_appcontext
 def status_command(as_json: bool):
-    """The journal's segments: size, clicks waiting, and whether a running server is writing it (busy)."""
+    """The journal's segments: size, clicks waiting, and whether another process holds it (busy: a running
+    server writing it, or a drainer recording it)."""
     directory = _directory()
-    found = states(directory)
+    found = _states(directory)
     waiting = sum(state.waiting for state in found)
     if as_json:
         segments = [
@@ -53,9 +53,10 @@ def status_command(as_json: bool):
     if not found:
         click.echo(f"{directory}: empty, no click is waiting")
         return
-    rows = [(s.path.name, f"{s.size:,}", f"{s.waiting:,}", "busy" if s.busy else "closed") for s in found]
-    click.echo(table(("segment", "bytes", "waiting", "state"), rows))
-    click.echo(f"\n{waiting:,} clicks waiting in {len(found)} segments of {directory}")
+    click.echo(f"{'bytes':>12}  {'waiting':>9}  {'state':6}  segment")
+    for s in found:
+        click.echo(f"{s.size:>12,}  {s.waiting:>9,}  {'busy' if s.busy else 'closed':6}  {s.path.name}")
+    click.echo(f"\n{_count(waiting, 'click')} waiting in {_count(len(found), 'segment')} of {directory}")
 
 
 @clicks_group.command("drain")
@@ -71,7 +72,7 @@ def drain_command():
     except SQLAlchemyError as exc:
         first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise click.ClickException(f"cannot reach the database: {first_line}") from None
-    found = states(directory)
+    found = _states(directory)
     waiting = sum(state.waiting for state in found if not state.busy)
     busy = [state for state in found if state.busy]
     bar = click.progressbar(length=max(waiting, 1), label="clicks", file=sys.stderr) if waiting else None
@@ -83,9 +84,26 @@ def drain_command():
             f"the database refused a batch, {drainer.recorded:,} recorded so far; the rest stay in the journal:"
             f" {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
         ) from None
+    except OSError as exc:
+        raise click.ClickException(
+            f"{directory}: cannot read the click journal ({exc.strerror or exc}); {drainer.recorded:,} recorded so far"
+        ) from None
     finally:
         if bar is not None:
             bar.render_finish()
-    click.echo(f"recorded {drainer.recorded:,} clicks from {directory}")
+    click.echo(f"recorded {_count(drainer.recorded, 'click')} from {directory}")
     if busy:
-        click.echo(f"{len(busy)} segments are being written by a running patron serve, which records them")
+        click.echo(
+            f"{_count(len(busy), 'segment')} held by another process (a running patron serve), which records them"
+        )
+
+
+def _states(directory: Path):
+    try:
+        return states(directory)
+    except OSError as exc:
+        raise click.ClickException(f"{directory}: cannot read the click journal ({exc.strerror or exc})") from None
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 
+import pytest
+
 from delivery import journal
 from delivery.journal import ClickJournal, Drainer
 
@@ -44,3 +46,30 @@ def test_a_drainer_running_while_a_segment_is_being_created_does_not_take_it(tmp
     writer.close()
     assert other.drain() == 1 and [record.key for record in handed] == [key]
     assert not list(tmp_path.iterdir())  # drained and deleted, mark and all
+
+
+def test_a_segment_deleted_under_a_running_writer_is_left_for_a_new_one_where_drainers_look(tmp_path):
+    writer = ClickJournal(tmp_path / "journal")
+    writer.append(1, 3, AT, "Mozilla/5.0")
+    first = writer.live_segment
+    first.unlink()  # an operator empties the journal while the server runs
+    key = writer.append(2, 3, AT, "Mozilla/5.0")
+    assert writer.live_segment != first and writer.live_segment.exists()
+    handed: list = []
+    writer.close()
+    Drainer(ClickJournal(tmp_path / "journal"), lambda records: handed.extend(records) or len(records)).drain()
+    assert [(record.key, record.delivery_id) for record in handed] == [(key, 2)]
+
+
+def test_a_journal_directory_replaced_by_a_file_under_a_running_writer_refuses_the_next_click(tmp_path):
+    directory = tmp_path / "journal"
+    writer = ClickJournal(directory)
+    writer.append(1, 3, AT, "Mozilla/5.0")
+    directory.rename(tmp_path / "moved")
+    directory.write_text("not a directory")
+    with pytest.raises(journal.JournalError):  # the endpoint then records the click itself
+        writer.append(2, 3, AT, "Mozilla/5.0")
+    directory.unlink()
+    directory.mkdir()
+    writer.append(3, 3, AT, "Mozilla/5.0")  # the directory is back: journalled again, where drainers look
+    assert journal.segments(directory) == [writer.live_segment]

@@ -100,6 +100,7 @@ def test_other_methods_are_the_views_to_answer(client, sent, method):
     response = client.open(mail.clicks[0], method=method)
     assert response.status_code == {"HEAD": 302, "POST": 405, "PUT": 405}[method]
     assert view.calls == (1 if method == "HEAD" else 0)
+    assert clicks.flush(client.application) == 1  # the GET above; a HEAD (a link checker's) is not a click
 
 
 def _variant(mail, choice: int, number: str) -> str:

@@ -85,7 +85,7 @@ def test_a_segment_a_running_server_writes_is_busy_and_left_to_it(engine, sent, 
         shown = json.loads(patron(env, "clicks", "status", "--json").stdout)
         assert [(s["busy"], s["waiting"]) for s in shown["segments"]] == [(True, 1)]
         drained = patron(env, "clicks", "drain")
-        assert "recorded 0 clicks" in drained.stdout and "being written by a running patron serve" in drained.stdout
+        assert "recorded 0 clicks" in drained.stdout and "held by another process" in drained.stdout
         session.commit()
         assert session.scalar(select(func.count()).select_from(Response)) == 0
     finally:
@@ -105,3 +105,17 @@ def test_drain_against_a_database_that_is_not_there_is_one_line_and_keeps_the_jo
     assert drained.returncode == 1 and "Traceback" not in drained.stderr
     assert drained.stderr.strip().startswith("Error: cannot reach the database")
     assert len(segments(directory)) == 1
+
+
+def test_an_unreadable_journal_is_one_line_not_a_traceback(app, runner, tmp_path, monkeypatch):
+    journal = Path(app.config["PATRON_CLICK_JOURNAL"])
+    journal.mkdir(parents=True)
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)  # what a directory without read permission answers
+    for command in ("status", "drain"):
+        result = runner.invoke(args=["clicks", command])
+        assert result.exit_code == 1 and result.exception is None or isinstance(result.exception, SystemExit)
+        assert result.output.strip() == f"Error: {journal}: cannot read the click journal (Permission denied)"

@@ -282,3 +282,16 @@ def test_a_click_after_tracking_consent_is_withdrawn_redirects_but_records_nothi
     assert answer.status_code == 302 and answer.headers["Location"]
     assert client.get_cookie("patron_click") is None and "Set-Cookie" not in answer.headers
     assert responses(session, client) == 0
+
+
+def test_a_journal_directory_replaced_while_serving_sends_the_next_click_to_the_database(client, sent, session):
+    mail = sent["bob@example.com"]
+    assert client.get(mail.clicks[0]).status_code == 302  # journalled: the worker has a segment open
+    journal = Path(client.application.config["PATRON_CLICK_JOURNAL"])
+    journal.rename(journal.with_name("journal.moved"))  # an operator moves it away while the server runs
+    journal.write_text("not a directory")
+    answer = client.get(mail.clicks[1])
+    assert answer.status_code == 302 and client.get_cookie("patron_click")
+    session.commit()  # no flush: the second click was recorded before its answer
+    recorded = session.scalars(select(Response.link_id).where(Response.kind == "click")).all()
+    assert recorded == [int(mail.clicks[1].split("/")[3])]

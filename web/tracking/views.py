@@ -118,9 +118,10 @@ def open_pixel(delivery_id: int, token: str):
 def click_redirect(delivery_id: int, link_id: int, token: str):
     """A click: a 302 to the URL registered at send time, once the click is journalled (or recorded).
 
-    Any query string is ignored. The click is appended to the click journal and recorded by its drainer
-    within a moment (web.tracking.clicks); when the journal is off or cannot take it, it is recorded
-    here before the answer; when neither can, the answer is a 503 that redirects nowhere.
+    Any query string is ignored; a HEAD is answered but not recorded. The click is appended to the click
+    journal and recorded by its drainer within a moment (web.tracking.clicks); when the journal is off or
+    cannot take it, it is recorded here before the answer; when neither can, the answer is a 503 that
+    redirects nowhere.
     """
     if not signer().verify(token, "r", delivery_id, link_id):
         abort(404)
@@ -131,7 +132,8 @@ def click_redirect(delivery_id: int, link_id: int, token: str):
         abort(503)
     if target is None:
         abort(404)
-    recorded = target.tracked and _keep_click(delivery_id, link_id)
+    # A HEAD is a link checker's, never a reader's: it gets the redirect, and no click is recorded.
+    recorded = target.tracked and request.method != "HEAD" and _keep_click(delivery_id, link_id)
     headers, body = click_answer(current_app, target.url, delivery_id if recorded else None)
     return current_app.response_class(body, 302, headers)
 
