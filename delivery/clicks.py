@@ -1,7 +1,7 @@
 """Clicks the fast way: one read to answer the redirect, then many clicks recorded per transaction.
 
 The click endpoint reads the link's URL and whether the contact allows tracking with one SELECT
-(``click_target``), appends the click to the journal (``delivery.journal``) and answers. The journal's
+(``TargetReader``), appends the click to the journal (``delivery.journal``) and answers. The journal's
 drainer hands the clicks to ``record_clicks``, which records a batch with a few statements whatever its
 size: what ``delivery.responses.click`` does for one click (a response and a timeline event each; a human
 click by a contact with ``profiling`` consent raises their interests), judged the same way:
@@ -52,18 +52,11 @@ class Target:
     tracked: bool
 
 
-def click_target(connection: Session | Connection, delivery_id: int, link_id: int) -> Target | None:
-    """The redirect for link ``link_id`` of ``delivery_id``, or None when the link or the sent delivery is unknown.
-
-    One indexed SELECT, no write. The click endpoint runs the same SELECT through a ``TargetReader``.
-    """
-    row = connection.execute(_target_query(), {"delivery_id": delivery_id, "link_id": link_id}).first()
-    return None if row is None else Target(row.url, bool(row.tracked))
-
-
 class TargetReader:
-    """:func:`click_target` for the click endpoint: the SELECT compiled once for ``engine`` and run on a pooled
-    DBAPI connection directly, which costs a click a third of what SQLAlchemy's execution machinery does.
+    """The click endpoint's one read: the redirect for link ``link_id`` of ``delivery_id`` (a ``Target``), or
+    None when the link or the sent delivery is unknown. One indexed SELECT, compiled once for ``engine`` and
+    run on a pooled DBAPI connection directly, which costs a click a third of what SQLAlchemy's execution
+    machinery does.
 
     ``engine`` should be a ``segments.db.make_reader`` engine: each SELECT runs on its own, and the
     connection goes back to the pool without a ROLLBACK. Raises what the driver raises, wrapped by
@@ -166,29 +159,12 @@ def _batch_links():
     )
 
 
-RESPONSE_COLUMNS = (
-    "kind",
-    "external_id",
-    "delivery_id",
-    "run_id",
-    "contact_id",
-    "link_id",
-    "block_version_id",
-    "machine",
-    "machine_reason",
-    "user_agent",
-    "occurred_at",
-    "received_at",
-)
-EVENT_COLUMNS = ("contact_id", "channel", "type", "occurred_at", "properties", "source", "external_id", "received_at")
-
-
-def _insert_rows(connection: Connection, table, columns: tuple[str, ...], rows: list[dict], *, returning: bool):
-    """INSERT ``rows`` (dicts of ``columns``) into ``table`` in one statement, skipping unique conflicts when
-    ``returning`` (and then the inserted rows' ``id`` and ``external_id``): PostgreSQL's ``unnest`` of one
-    array per column (``segments.db.unnest_insert``), SQLite's multi-row VALUES, which its driver does not
-    parse."""
-    postgresql = connection.dialect.name == "postgresql"
+def _insert_rows(connection: Connection, table, rows: list[dict], *, returning: bool):
+    """INSERT ``rows`` (dicts with the same keys: the columns) into ``table`` in one statement, skipping
+    unique conflicts when ``returning`` (and then the inserted rows' ``id`` and ``external_id``): PostgreSQL's
+    ``unnest`` of one array per column (``segments.db.unnest_insert``), SQLite's multi-row VALUES, which its
+    driver does not parse."""
+    postgresql, columns = connection.dialect.name == "postgresql", tuple(rows[0])
     statement = _bulk_insert(postgresql, table, columns, returning)
     return connection.execute(statement, as_arrays(rows, columns) if postgresql else rows)
 
@@ -238,7 +214,7 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
     if not rows:
         return 0
     connection = session.connection()
-    inserted = _insert_rows(connection, Response.__table__, RESPONSE_COLUMNS, rows, returning=True).all()
+    inserted = _insert_rows(connection, Response.__table__, rows, returning=True).all()
     events, raises = [], defaultdict(float)
     for response_id, key in sorted(inserted, key=lambda row: row[0]):
         record, delivery, link, reason = context[key]
@@ -255,6 +231,6 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
             for tag, weight in learning.usable_weights(link.interests):
                 raises[(delivery.contact_id, tag)] += learning.CLICK_POINTS * weight
     if events:
-        _insert_rows(connection, Event.__table__, EVENT_COLUMNS, events, returning=False)
+        _insert_rows(connection, Event.__table__, events, returning=False)
     learning.raise_scores(session, raises, now=now, half_life_days=half_life_days)
     return len(inserted)

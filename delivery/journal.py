@@ -39,7 +39,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,13 +87,12 @@ class ClickJournal:
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
-        self._pid = 0
         _journals.add(self)  # closed in a forked child at once, even one that never appends
 
     @property
     def live_segment(self) -> Path | None:
         """The segment this process appends to now, if any."""
-        return self._path if self._pid == os.getpid() else None
+        return self._path
 
     def append(self, delivery_id: int, link_id: int, at: datetime, user_agent: str | None) -> str:
         """Append one click; its key. ``at`` is timezone-aware. Raises JournalError."""
@@ -124,9 +123,8 @@ class ClickJournal:
             self._close()
 
     def _open(self) -> int:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None:
             return self._fd
-        self._after_fork()  # a descriptor inherited across fork is the parent's, not ours
         self.directory.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         path = self.directory / f"{PREFIX}{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}"
@@ -142,7 +140,7 @@ class ClickJournal:
             os.close(fd)
             hidden.unlink(missing_ok=True)
             raise
-        self._fd, self._path, self._size, self._pid = fd, path, 0, os.getpid()
+        self._fd, self._path, self._size = fd, path, 0
         return fd
 
     def _check_still_listed(self) -> None:
@@ -150,7 +148,7 @@ class ClickJournal:
         replaced or made unreadable. Writes to the open descriptor would still succeed, into a file no
         drainer can find; the next open makes a new segment where drainers look, or fails (JournalError)
         and the click is recorded another way. One stat(2) per click."""
-        if self._fd is None or self._pid != os.getpid():
+        if self._fd is None:
             return
         try:
             named, open_ = os.stat(self._path), os.fstat(self._fd)
@@ -165,18 +163,8 @@ class ClickJournal:
             )
             self._close()
 
-    def _after_fork(self) -> None:
-        """In a forked child: close the parent's segment descriptor. It shares the parent's lock, which would
-        otherwise stay held for the child's whole life, so a dead parent's clicks would wait for the child."""
-        if self._fd is not None and self._pid != os.getpid():
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd, self._path, self._size = None, None, 0
-
     def _close(self) -> None:
-        if self._fd is not None and self._pid == os.getpid():
+        if self._fd is not None:
             try:
                 os.close(self._fd)
             except OSError:
@@ -188,12 +176,20 @@ _journals: weakref.WeakSet[ClickJournal] = weakref.WeakSet()
 
 
 def _close_in_child() -> None:
+    """In a forked child, close every journal's inherited segment descriptor. It shares the parent's lock,
+    which would otherwise stay held for the child's whole life, so a dead parent's clicks would wait for
+    the child; the child's first append opens a segment of its own."""
     for journal in list(_journals):
         journal._lock = threading.Lock()  # a lock held by a parent's thread at the fork is never released here
-        journal._after_fork()
+        journal._close()
 
 
 os.register_at_fork(after_in_child=_close_in_child)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error in one line: a database error's text ends with its whole statement and parameters."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def segment_name(path: Path) -> str:
@@ -256,10 +252,9 @@ def states(directory: Path) -> list[SegmentState]:
             size = os.fstat(fd).st_size
             done = min(done_offset(path), size)
             waiting = 0
-            with open(path, "rb") as stream:
-                stream.seek(done)
-                while chunk := stream.read(1 << 20):
-                    waiting += chunk.count(b"\n")
+            os.lseek(fd, done, os.SEEK_SET)
+            while chunk := os.read(fd, 1 << 20):
+                waiting += chunk.count(b"\n")
         finally:
             os.close(fd)
         found.append(SegmentState(path, size, done, waiting, busy))
@@ -366,11 +361,10 @@ class Drainer:
             while time.monotonic() < deadline and self.drain() > 0:
                 pass
         except Exception as exc:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             log.error(
                 "click journal %s: not drained at stop (%s); the next process records the rest",
                 self.journal.directory,
-                first_line,
+                first_line(exc),
             )
 
     def drain(self) -> int:
@@ -397,13 +391,8 @@ class Drainer:
                 self.drain()
             except Exception as exc:  # the database or the journal refused: keep the clicks, try again later
                 if not self._failing:
-                    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    if isinstance(exc, OSError):  # the journal's files, not the database
-                        log.error("click journal %s: cannot be read, will retry: %s", self.journal.directory, exc)
-                    else:
-                        log.error(
-                            "click journal %s: batch not recorded, will retry: %s", self.journal.directory, first_line
-                        )
+                    what = "cannot be read" if isinstance(exc, OSError) else "batch not recorded"  # OSError: files
+                    log.error("click journal %s: %s, will retry: %s", self.journal.directory, what, first_line(exc))
                 self._failing = True
                 backoff = min(MAX_BACKOFF, backoff * 2)
                 continue
@@ -413,15 +402,7 @@ class Drainer:
             backoff = self.interval
 
     def _drain_live(self, path: Path) -> int:
-        offset = self._offsets.get(path)
-        if offset is None:
-            offset = done_offset(path)
-        handed = 0
-        for records, end in self._batches(path, offset):
-            handed += len(records)
-            offset = end
-            self._offsets[path] = offset
-        return handed
+        return self._record(path)[0]
 
     def _drain_closed(self, path: Path) -> int:
         """Take a closed segment's lock, drain it to its end and delete it; 0 if another process holds it."""
@@ -436,12 +417,8 @@ class Drainer:
                 return 0  # its writer is alive, or another drainer has it
             if os.fstat(fd).st_nlink == 0:
                 return 0  # drained and deleted by another drainer since we listed it
-            handed = 0
-            start = self._offsets.pop(path, None)
-            offset = done_offset(path) if start is None else start
-            for records, end in self._batches(path, offset):
-                handed += len(records)
-                offset = end
+            handed, offset = self._record(path)
+            self._offsets.pop(path, None)
             size = os.fstat(fd).st_size
             if offset < size:  # an unterminated last line: its writer died mid-write
                 log.error(
@@ -456,16 +433,19 @@ class Drainer:
         finally:
             os.close(fd)
 
-    def _batches(self, path: Path, offset: int) -> Iterator[tuple[list[ClickRecord], int]]:
-        """Read, write and mark done batch by batch; each yielded batch is committed."""
+    def _record(self, path: Path) -> tuple[int, int]:
+        """Read, write and mark done batch by batch from where ``path`` was left; (records handed, offset
+        reached). Each batch is committed before the next is read."""
+        offset = self._offsets[path] if path in self._offsets else done_offset(path)
+        handed = 0
         while True:
             records, end = read_records(path, offset, limit=self.batch)
             if end == offset:
-                return
+                return handed, offset
             if records:
                 self.recorded += self.write(records)
             mark_done(path, end)
+            self._offsets[path] = offset = end
+            handed += len(records)
             if self.progress is not None:
                 self.progress(len(records))
-            yield records, end
-            offset = end

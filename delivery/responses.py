@@ -44,7 +44,7 @@ FUTURE_SKEW = timedelta(days=1)  # a conversion may come from a clock this far a
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A delivery's run, without importing campaigns (delivery may import segments only).
 _runs = table("runs", column("id"), column("campaign_id"))
-EVENT_INSERT = insert(Event.__table__)
+_EVENT_INSERT = insert(Event.__table__)
 
 
 @dataclass(frozen=True)
@@ -285,7 +285,7 @@ def unsubscribe(
         "occurred_at": now,
         "received_at": now,
     }
-    statement = insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
+    statement = _insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
     response_id = session.execute(statement).scalar()
     if response_id is not None:  # the first time only
         properties = event_properties(row, None, None)
@@ -341,7 +341,7 @@ def record_conversion(
     # The savepoint takes the claim back if the customer named turns out not to exist.
     with session.begin_nested():
         inserted = session.execute(
-            insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
+            _insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
         ).scalar()
         if inserted is None:
             return _conversion(session, order_id), False
@@ -512,7 +512,7 @@ def timeline_event(
     session: Session, contact_id: int, kind: str, response_id: int, at: datetime, properties: dict
 ) -> None:
     """The response's event on the contact's timeline: channel ``email``, type ``kind``, ``response:<id>``."""
-    session.execute(EVENT_INSERT, timeline_event_row(contact_id, kind, response_id, at, properties))
+    session.execute(_EVENT_INSERT, timeline_event_row(contact_id, kind, response_id, at, properties))
 
 
 def timeline_event_row(contact_id: int, kind: str, response_id: int, at: datetime, properties: dict) -> dict:
@@ -529,10 +529,10 @@ def timeline_event_row(contact_id: int, kind: str, response_id: int, at: datetim
     }
 
 
-def insert_for(session: Session, model):
+def _insert_for(session: Session, model):
     return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(model)
 
 
 def _upsert(session: Session, model, values: dict, keys: list[str], *, update: dict, defaults: dict) -> None:
-    statement = insert_for(session, model).values({**defaults, **values})
+    statement = _insert_for(session, model).values({**defaults, **values})
     session.execute(statement.on_conflict_do_update(index_elements=keys, set_=update))

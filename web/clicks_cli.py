@@ -17,7 +17,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from delivery.journal import ClickJournal, Drainer, states
+from delivery.journal import ClickJournal, Drainer, first_line, states
 from web.db import check_schema
 from web.tracking.clicks import writer
 
@@ -70,8 +70,7 @@ def drain_command():
     try:
         check_schema(current_app.extensions["patron_engine"])
     except SQLAlchemyError as exc:
-        first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise click.ClickException(f"cannot reach the database: {first_line}") from None
+        raise click.ClickException(f"cannot reach the database: {first_line(exc)}") from None
     found = _states(directory)
     waiting = sum(state.waiting for state in found if not state.busy)
     busy = [state for state in found if state.busy]
@@ -82,7 +81,7 @@ def drain_command():
     except SQLAlchemyError as exc:
         raise click.ClickException(
             f"the database refused a batch, {drainer.recorded:,} recorded so far; the rest stay in the journal:"
-            f" {str(getattr(exc, 'orig', exc)).splitlines()[0]}"
+            f" {first_line(exc)}"
         ) from None
     except OSError as exc:
         raise click.ClickException(

@@ -58,7 +58,8 @@ def get_session() -> Session:
 
 
 def click_target(delivery_id: int, link_id: int) -> Target | None:
-    """``delivery.clicks.click_target`` on the app's reader engine (see ``TargetReader``)."""
+    """Where a click on link ``link_id`` of ``delivery_id`` goes, and whether it is tracked; None when unknown
+    (``delivery.clicks.TargetReader`` on the app's reader engine)."""
     _schema_ready()
     return current_app.extensions["patron_click_target"](delivery_id, link_id)
 
