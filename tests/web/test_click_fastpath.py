@@ -10,11 +10,12 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from delivery.models import Response
 from segments.models import Consent, Contact
 from tests.web.test_tracking_endpoints import tampered
+from tests.web.tracking_fixtures import table_away
 from web.tracking import clicks
 
 NO_RETRY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -82,13 +83,8 @@ def test_when_the_database_cannot_be_read_the_view_answers_503(client, sent, eng
     mail = sent["bob@example.com"]
     assert client.get(mail.clicks[1]).status_code == 302  # the schema check has run: the fast path is on
     view = Counted(client.application)
-    with engine.begin() as connection:
-        connection.execute(text("ALTER TABLE links RENAME TO links_away"))
-    try:
+    with table_away(engine, "links"):
         answer_ = client.get(mail.clicks[0])
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text("ALTER TABLE links_away RENAME TO links"))
     assert view.calls == 1 and answer_.status_code == 503 and "Location" not in answer_.headers
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 
 import pytest
 from sqlalchemy import select, text
@@ -21,7 +19,7 @@ from sqlalchemy import select, text
 from delivery.models import Response
 from tests.campaigns.conftest import BASE_URL, patron_environment
 from tests.web.test_tracking_e2e import fresh, request
-from tests.web.tracking_fixtures import PATRON, eventually, free_port, serving, wait_for_port
+from tests.web.tracking_fixtures import eventually, serving, table_away
 
 CLICKS = 40
 
@@ -34,27 +32,6 @@ def env(engine, tmp_path, sent):
         "PATRON_BASE_URL": BASE_URL,
         "PATRON_CLICK_JOURNAL": str(tmp_path / "journal"),
     }
-
-
-@contextmanager
-def serving_alone(env: dict[str, str], *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``serving``, but in a session of its own, so the whole server (arbiter and workers) can be killed at once."""
-    port = free_port()
-    process = subprocess.Popen(
-        [PATRON, "serve", "--port", str(port), *options],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        wait_for_port(port, process)
-        yield f"http://127.0.0.1:{port}", process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(20)
 
 
 def click_everything(base: str, sent, n: int = CLICKS) -> list[str]:
@@ -83,25 +60,16 @@ def journal_files(env) -> list[str]:
     return sorted(os.listdir(env["PATRON_CLICK_JOURNAL"]))
 
 
-def rename(engine, old: str, new: str) -> None:
-    with engine.begin() as connection:
-        connection.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
-
-
 @pytest.mark.parametrize("database_down", [False, True], ids=["drained-as-it-goes", "responses-table-away"])
 def test_a_server_killed_right_after_answering_loses_no_click_and_records_none_twice(
     session, engine, env, sent, database_down
 ):
-    if database_down:  # nothing can be recorded before the kill: all of it is left in the dead server's journal
-        rename(engine, "responses", "responses_away")
-    try:
-        with serving_alone(env, "--workers", "2") as (base, process):
+    # With the responses table away nothing can be recorded before the kill: all is left in the dead journal.
+    with table_away(engine, "responses") if database_down else nullcontext():
+        with serving(env, "--workers", "2", own_session=True) as (base, process):
             agents = click_everything(base, sent)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(20)
-    finally:
-        if database_down:
-            rename(engine, "responses_away", "responses")
     assert process.returncode == -signal.SIGKILL
     left_behind = [name for name in journal_files(env) if name.endswith(".jsonl")]
     assert left_behind, "the killed server's segments are on disk"
@@ -129,12 +97,9 @@ def test_sigterm_stops_the_server_with_every_answered_click_recorded_and_the_jou
 def test_while_the_responses_table_is_away_clicks_are_answered_and_recorded_once_it_is_back(session, engine, env, sent):
     with serving(env, "--workers", "2") as (base, process):
         assert request(base, "GET", sent["bob@example.com"].unsubscribe)[0] == 200  # the workers are up
-        rename(engine, "responses", "responses_away")
-        try:
+        with table_away(engine, "responses"):
             agents = click_everything(base, sent)
             assert recorded_away(engine) == 0
-        finally:
-            rename(engine, "responses_away", "responses")
         assert eventually(lambda: recorded(session), sorted(agents), timeout=30) == sorted(agents)
     assert process.returncode == 0
     assert recorded(session) == sorted(agents)

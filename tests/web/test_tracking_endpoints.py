@@ -9,10 +9,11 @@ import lxml.html
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from delivery.models import Link, Response
 from segments.models import Consent, Contact, Event, Suppression
+from tests.web.tracking_fixtures import table_away, unwritable_journal
 from web.tracking import clicks
 
 NO_RETRY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -211,16 +212,11 @@ def test_when_the_responses_table_fails_a_click_still_redirects_and_is_recorded_
     mail = sent["bob@example.com"]
     assert client.get(mail.unsubscribe).status_code == 200  # the schema check has passed
     session.commit()
-    with engine.begin() as connection:  # a real fault: the table the responses go to is not there
-        connection.execute(text("ALTER TABLE responses RENAME TO responses_away"))
-    try:
+    with table_away(engine, "responses"):  # a real fault: the table the responses go to is not there
         click = client.get(mail.clicks[0])
         pixel = client.get(mail.pixel)
         with pytest.raises(Exception, match="responses"):  # the drainer's batch is refused, and kept
             clicks.flush(client.application)
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text("ALTER TABLE responses_away RENAME TO responses"))
     assert click.status_code == 302 and click.headers["Location"] and client.get_cookie("patron_click")
     assert pixel.status_code == 200 and pixel.get_data()[:6] == b"GIF89a"
     assert responses(session, client) == 1  # the open was lost (logged); the journalled click was not
@@ -231,13 +227,8 @@ def test_when_the_database_cannot_be_read_a_click_is_a_503_that_redirects_nowher
     mail = sent["bob@example.com"]
     assert client.get(mail.unsubscribe).status_code == 200
     session.commit()
-    with engine.begin() as connection:  # the registered links cannot be read: there is nowhere to send anyone
-        connection.execute(text("ALTER TABLE links RENAME TO links_away"))
-    try:
+    with table_away(engine, "links"):  # the registered links cannot be read: there is nowhere to send anyone
         click = client.get(mail.clicks[0])
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text("ALTER TABLE links_away RENAME TO links"))
     assert click.status_code == 503 and "Location" not in click.headers
     assert client.get_cookie("patron_click") is None
     assert responses(session, client) == 0
@@ -245,9 +236,7 @@ def test_when_the_database_cannot_be_read_a_click_is_a_503_that_redirects_nowher
 
 def test_when_the_journal_cannot_be_written_the_click_is_recorded_before_the_answer(client, sent, session):
     mail = sent["bob@example.com"]
-    journal = Path(client.application.config["PATRON_CLICK_JOURNAL"])
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    journal.write_text("not a directory")  # a real fault: every append fails
+    unwritable_journal(client.application)
     answer = client.get(mail.clicks[0])
     assert answer.status_code == 302 and client.get_cookie("patron_click")
     session.commit()  # no flush: it is in the database already
@@ -257,16 +246,9 @@ def test_when_the_journal_cannot_be_written_the_click_is_recorded_before_the_ans
 
 def test_when_neither_the_journal_nor_the_database_takes_a_click_it_is_a_503(client, sent, session, engine):
     mail = sent["bob@example.com"]
-    journal = Path(client.application.config["PATRON_CLICK_JOURNAL"])
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    journal.write_text("not a directory")
-    with engine.begin() as connection:
-        connection.execute(text("ALTER TABLE responses RENAME TO responses_away"))
-    try:
+    unwritable_journal(client.application)
+    with table_away(engine, "responses"):
         answer = client.get(mail.clicks[0])
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text("ALTER TABLE responses_away RENAME TO responses"))
     assert answer.status_code == 503 and "Location" not in answer.headers
     assert client.get_cookie("patron_click") is None
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import lxml.html
 import pytest
+from sqlalchemy import text
 
 from campaigns.executors import execute_run
 from campaigns.runs import start_run
@@ -126,8 +128,14 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -
 
 
 @contextmanager
-def serving(env: dict[str, str], *options: str, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``patron serve`` in a process of its own on a free port: (base URL, process); stopped with SIGTERM after."""
+def serving(
+    env: dict[str, str], *options: str, port: int | None = None, own_session: bool = False
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``patron serve`` in a process of its own on a free port: (base URL, process); stopped with SIGTERM after.
+
+    ``own_session``: in a session (process group) of its own, so that a test can kill the whole server,
+    arbiter and workers, at once (``os.killpg``); whatever is left of the group is killed after.
+    """
     port = port or free_port()
     process = subprocess.Popen(
         [PATRON, "serve", "--port", str(port), *options],
@@ -135,6 +143,7 @@ def serving(env: dict[str, str], *options: str, port: int | None = None) -> Iter
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=own_session,
     )
     try:
         wait_for_port(port, process)
@@ -147,6 +156,29 @@ def serving(env: dict[str, str], *options: str, port: int | None = None) -> Iter
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if own_session:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def table_away(engine, name: str) -> Iterator[None]:
+    """A real database fault for the block: table ``name`` renamed to ``<name>_away``, and back after."""
+    with engine.begin() as connection:
+        connection.execute(text(f"ALTER TABLE {name} RENAME TO {name}_away"))
+    try:
+        yield
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f"ALTER TABLE {name}_away RENAME TO {name}"))
+
+
+def unwritable_journal(app) -> Path:
+    """A real journal fault: the app's journal directory is a file, so every append fails."""
+    journal = Path(app.config["PATRON_CLICK_JOURNAL"])
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text("not a directory")
+    return journal
 
 
 def eventually(read, expected, timeout: float = 15.0):
