@@ -106,7 +106,6 @@ def simulate_responses(session, app: Flask, examples_dir: Path, campaign_id: int
     try:
         with _serving(app) as http:
             _answer(app, http, key, messages, featured, rng, tally, examples_dir)
-            clicks_journal.flush(app)
     finally:
         clicks_journal.stop(app)  # what is still journalled is recorded before the report
         revoke_key(session, name)
