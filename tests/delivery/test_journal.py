@@ -272,6 +272,43 @@ def test_a_fresh_drainer_resumes_after_the_done_mark_of_its_own_live_segment(tmp
     assert write.ids == [(4, 7)]
 
 
+def test_clicks_appended_while_a_batch_is_written_wait_for_the_next_round(tmp_path):
+    # A busy journal: every write takes long enough for 3 more clicks to arrive. A drainer that chased
+    # them would never end its round and recorded a busy server's clicks a few per transaction.
+    journal = ClickJournal(tmp_path)
+    for n in range(1, 6):
+        journal.append(n, 7, AT, AGENT)
+    arrived = iter(range(6, 10_000))
+    write = Collector()
+
+    def busy(records):
+        for _ in range(3):
+            journal.append(next(arrived), 7, AT, AGENT)
+        return write(records)
+
+    drainer = Drainer(journal, busy, batch=100)
+    assert drainer.drain() == 5  # one transaction of what was there, then the round ends
+    assert write.calls == 1 and write.ids == [(n, 7) for n in range(1, 6)]
+    assert drainer.drain() == 3  # the next round takes what arrived meanwhile
+    assert write.ids[5:] == [(6, 7), (7, 7), (8, 7)]
+
+
+def test_a_backlog_is_recorded_in_full_batches_in_one_round(tmp_path):
+    journal = ClickJournal(tmp_path)
+    for n in range(1, 251):
+        journal.append(n, 7, AT, AGENT)
+    sizes = []
+    write = Collector()
+
+    def counted(records):
+        sizes.append(len(records))
+        return write(records)
+
+    assert Drainer(journal, counted, batch=100).drain() == 250
+    assert sizes == [100, 100, 50]
+    assert write.ids == [(n, 7) for n in range(1, 251)]
+
+
 # -- a refused batch ----------------------------------------------------------------------------------
 
 
