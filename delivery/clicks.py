@@ -40,7 +40,7 @@ from delivery.responses import (
     event_properties,
     timeline_event_row,
 )
-from segments.db import as_arrays, unnest_insert, utcnow
+from segments.db import as_recordset, recordset_insert, utcnow
 from segments.models import PROFILING, TRACKING, Consent, Event
 
 
@@ -106,6 +106,13 @@ def _target_query():
     )
 
 
+def _event_base(delivery, link) -> dict:
+    """The properties of a click event on ``link`` of ``delivery``, as ``responses.event_properties`` gives them
+    for a human click, plus the link's URL."""
+    row = {**delivery._asdict(), "link_id": link.id, "block_version_id": link.block_version_id}
+    return {**event_properties(row, None, link.interests), "url": link.url}
+
+
 @dataclass(frozen=True)
 class ClickBatch:
     """What recording a batch needs to know, read before the batch's write transaction begins."""
@@ -162,16 +169,16 @@ def _batch_links():
 def _insert_rows(connection: Connection, table, rows: list[dict], *, returning: bool):
     """INSERT ``rows`` (dicts with the same keys: the columns) into ``table`` in one statement, skipping
     unique conflicts when ``returning`` (and then the inserted rows' ``id`` and ``external_id``): PostgreSQL's
-    ``unnest`` of one array per column (``segments.db.unnest_insert``), SQLite's multi-row VALUES, which its
-    driver does not parse."""
+    ``json_to_recordset`` of one JSON document (``segments.db.recordset_insert``), SQLite's multi-row VALUES,
+    which its driver does not parse."""
     postgresql, columns = connection.dialect.name == "postgresql", tuple(rows[0])
     statement = _bulk_insert(postgresql, table, columns, returning)
-    return connection.execute(statement, as_arrays(rows, columns) if postgresql else rows)
+    return connection.execute(statement, as_recordset(rows) if postgresql else rows)
 
 
 @cache
 def _bulk_insert(postgresql: bool, table, columns: tuple[str, ...], returning: bool):
-    statement = unnest_insert(table, columns) if postgresql else sqlite_insert(table)
+    statement = recordset_insert(table, columns) if postgresql else sqlite_insert(table)
     if not returning:
         return statement
     conflict = statement.on_conflict_do_nothing(index_elements=[table.c.kind, table.c.external_id])
@@ -187,7 +194,7 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
     by a + b). Interests are raised as of ``now`` (default: the time of recording), the moment they learn.
     """
     now = now or utcnow()
-    rows, context = [], {}
+    rows, context, bases = [], {}, {}
     for record in batch.clicks:
         delivery, link = batch.deliveries.get(record.delivery_id), batch.links.get(record.link_id)
         if delivery is None or link is None or not delivery.tracking:
@@ -211,6 +218,9 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
             }
         )
         context[record.key] = (record, delivery, link, reason)
+        pair = (delivery.delivery_id, link.id)
+        if pair not in bases:  # what a click's event says apart from machine and machine_reason, once per link
+            bases[pair] = _event_base(delivery, link)
     if not rows:
         return 0
     connection = session.connection()
@@ -218,14 +228,8 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
     events, raises = [], defaultdict(float)
     for response_id, key in sorted(inserted, key=lambda row: row[0]):
         record, delivery, link, reason = context[key]
-        properties = {
-            **event_properties(
-                {**delivery._asdict(), "link_id": link.id, "block_version_id": link.block_version_id},
-                reason,
-                link.interests,
-            ),
-            "url": link.url,
-        }
+        properties = dict(bases[delivery.delivery_id, link.id])  # keys stay in event_properties' order
+        properties["machine"], properties["machine_reason"] = reason is not None, reason
         events.append(timeline_event_row(delivery.contact_id, "click", response_id, record.occurred_at, properties))
         if reason is None and delivery.profiling:
             for tag, weight in learning.usable_weights(link.interests):

@@ -21,7 +21,7 @@ from sqlalchemy import Float, bindparam, func, literal
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from segments.db import UTCDateTime, as_arrays, unnest_insert
+from segments.db import UTCDateTime, as_recordset, recordset_insert
 from segments.interests import decayed_score_sql
 from segments.models import TAG_LENGTH, Interest
 
@@ -89,7 +89,7 @@ def raise_scores(
     dialect = session.get_bind().dialect.name
     statement = _upsert(dialect, float(half_life_days))
     if dialect == "postgresql":  # one statement for all the rows (executemany would run one per row)
-        session.execute(statement, {**as_arrays(rows, ROW), "now": now})
+        session.execute(statement, {**as_recordset(rows), "now": now})
     else:
         session.execute(statement, [{**row, "now": now} for row in rows])
 
@@ -97,9 +97,9 @@ def raise_scores(
 @cache
 def _upsert(dialect: str, half_life_days: float):
     """The raise as one ``INSERT … ON CONFLICT DO UPDATE``, built once per dialect and half-life: on PostgreSQL
-    of one array per column (every row in one execution), on SQLite executed once per row."""
+    of one JSON recordset (every row in one execution), on SQLite executed once per row."""
     table = Interest.__table__
-    insert = unnest_insert(table, ROW) if dialect == "postgresql" else sqlite_insert(table)
+    insert = recordset_insert(table, ROW) if dialect == "postgresql" else sqlite_insert(table)
     now = bindparam("now", type_=UTCDateTime())
     decayed = decayed_score_sql(
         table.c.score, table.c.updated_at, dialect_name=dialect, now=now, half_life_days=half_life_days
