@@ -33,11 +33,11 @@ from delivery.journal import ClickRecord
 from delivery.machine import machine_reason
 from delivery.models import Delivery, Link, Response
 from delivery.responses import (
-    USER_AGENT_KEPT,
     Client,
     _recorded,
     _runs,
     event_properties,
+    kept_user_agent,
     timeline_event_row,
 )
 from segments.db import as_recordset, recordset_insert, utcnow
@@ -199,7 +199,7 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
         delivery, link = batch.deliveries.get(record.delivery_id), batch.links.get(record.link_id)
         if delivery is None or link is None or not delivery.tracking:
             continue
-        agent = record.user_agent[:USER_AGENT_KEPT] if record.user_agent else None
+        agent = kept_user_agent(record.user_agent)
         reason = machine_reason("click", Client(agent), delivery.sent_at, record.occurred_at)
         rows.append(
             {

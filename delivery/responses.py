@@ -62,6 +62,16 @@ class ConversionError(ValueError):
 # -- opens and clicks ---------------------------------------------------------------------------------
 
 
+def kept_user_agent(agent: str | None) -> str | None:
+    """A response's user agent as it is stored: its first ``USER_AGENT_KEPT`` characters, each NUL replaced by
+    U+FFFD (PostgreSQL's text cannot hold NUL, and one such click would fail its whole batch); None for
+    none or an empty one."""
+    if not agent:
+        return None
+    agent = agent[:USER_AGENT_KEPT]
+    return agent.replace("\0", "\ufffd") if "\0" in agent else agent
+
+
 def record_open(
     session: Session, delivery_id: int, client: Client, *, half_life_days: float, now: datetime | None = None
 ) -> Response | None:
@@ -147,7 +157,7 @@ def _record_tracked(session: Session, kind: str, delivery_id: int, link_id: int 
     The row (id, machine_reason), or None when nothing was recorded. The machine reason is the
     client's (``machine.client_reason``), else prefetch judged in SQL against the delivery's sent_at.
     """
-    agent = client.user_agent[:USER_AGENT_KEPT] if client is not None and client.user_agent else None
+    agent = kept_user_agent(client.user_agent if client is not None else None)
     params = {
         "delivery_id": delivery_id,
         "link_id": link_id,
@@ -280,7 +290,7 @@ def unsubscribe(
         "run_id": row.run_id,
         "contact_id": row.contact_id,
         "external_id": f"delivery:{delivery_id}",
-        "user_agent": client.user_agent[:USER_AGENT_KEPT] if client is not None and client.user_agent else None,
+        "user_agent": kept_user_agent(client.user_agent if client is not None else None),
         "detail": {"source": source[:64]},
         "occurred_at": now,
         "received_at": now,

@@ -201,6 +201,9 @@ def test_the_same_block_clicked_twice_in_one_batch_raises_its_tags_twice(session
 # -- the batch writer agrees with the one-click path --------------------------------------------------
 
 AGENTS = (HUMAN, SCANNER, BOT, None, "Mozilla/5.0 " + "x" * 300)
+# Any text a client may send, with what JSON, SQL and PostgreSQL's text treat specially (NUL among them).
+HOSTILE = "\"\\\n\t\x00\x7f\u2028é中🍕{}[],:'%?"
+agents = st.one_of(st.sampled_from(AGENTS), st.text(st.sampled_from(HOSTILE), max_size=40))
 
 
 @pytest.fixture
@@ -279,7 +282,7 @@ def outcome(session):
 def test_a_batch_records_what_the_one_click_path_records_click_by_click(session, pool, data):
     picks = data.draw(
         st.lists(
-            st.tuples(st.sampled_from(pool["deliveries"]), st.sampled_from(pool["links"]), st.sampled_from(AGENTS)),
+            st.tuples(st.sampled_from(pool["deliveries"]), st.sampled_from(pool["links"]), agents),
             max_size=12,
         )
     )

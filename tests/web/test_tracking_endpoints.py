@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 
 from delivery.models import Link, Response
 from segments.models import Consent, Contact, Event, Suppression
-from tests.web.tracking_fixtures import table_away, unwritable_journal
+from tests.web.tracking_fixtures import refusing_agent, table_away, unwritable_journal
 from web.tracking import clicks
 
 NO_RETRY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -277,3 +278,31 @@ def test_a_journal_directory_replaced_while_serving_sends_the_next_click_to_the_
     session.commit()  # no flush: the second click was recorded before its answer
     recorded = session.scalars(select(Response.link_id).where(Response.kind == "click")).all()
     assert recorded == [int(mail.clicks[1].split("/")[3])]
+
+
+def test_a_click_the_database_refuses_for_its_own_values_is_logged_skipped_and_holds_up_no_other(
+    client, sent, session, engine, caplog
+):
+    mail = sent["bob@example.com"]
+    agents = [f"Mozilla/5.0 (reader {n})" for n in range(7)]
+    with refusing_agent(engine, agents[3]):
+        for agent in agents:
+            assert client.get(mail.clicks[0], headers={"User-Agent": agent}).status_code == 302
+        with caplog.at_level(logging.ERROR, logger="web.tracking.clicks"):
+            clicks.flush(client.application)
+    session.commit()
+    stored = session.scalars(select(Response.user_agent).where(Response.kind == "click")).all()
+    assert sorted(stored) == sorted(agents[:3] + agents[4:])  # the six around it, in the same batch
+    skipped = [r.getMessage() for r in caplog.records if "not recordable" in r.getMessage()]
+    assert len(skipped) == 1 and f"delivery {mail.delivery_id}" in skipped[0] and "refused agent" in skipped[0]
+    assert clicks.flush(client.application) == 0  # the journal is not stuck on it
+
+
+@pytest.mark.parametrize("agent", ["Mozilla/5.0 \x00 NUL", "\x00", '"quoted" \\ back\\slash \u2028 \U0001f355'])
+def test_any_user_agent_text_is_stored_as_sent_but_a_nul(client, sent, session, agent):
+    # PostgreSQL's text cannot hold NUL: it becomes U+FFFD rather than failing the click's batch.
+    mail = sent["bob@example.com"]
+    assert client.get(mail.clicks[0], headers={"User-Agent": agent}).status_code == 302
+    assert responses(session, client) == 1
+    stored = session.scalar(select(Response.user_agent).where(Response.kind == "click"))
+    assert stored == agent.replace("\x00", "\ufffd")

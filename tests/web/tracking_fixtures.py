@@ -173,6 +173,35 @@ def table_away(engine, name: str) -> Iterator[None]:
             connection.execute(text(f"ALTER TABLE {name}_away RENAME TO {name}"))
 
 
+@contextmanager
+def refusing_agent(engine, agent: str) -> Iterator[None]:
+    """A real database fault for one value: a trigger refuses any response whose user agent is ``agent``
+    (PostgreSQL with a data exception, SQLite with a constraint abort), for the block."""
+    if engine.dialect.name == "postgresql":
+        install = [
+            "CREATE FUNCTION refuse_agent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.user_agent = '{agent}' THEN RAISE EXCEPTION 'refused agent' USING ERRCODE = '22023'; END IF;"
+            " RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_agent BEFORE INSERT ON responses FOR EACH ROW EXECUTE FUNCTION refuse_agent()",
+        ]
+        remove = ["DROP TRIGGER refuse_agent ON responses", "DROP FUNCTION refuse_agent()"]
+    else:
+        install = [
+            f"CREATE TRIGGER refuse_agent BEFORE INSERT ON responses WHEN NEW.user_agent = '{agent}'"
+            " BEGIN SELECT RAISE(ABORT, 'refused agent'); END"
+        ]
+        remove = ["DROP TRIGGER refuse_agent"]
+    with engine.begin() as connection:
+        for statement in install:
+            connection.execute(text(statement))
+    try:
+        yield
+    finally:
+        with engine.begin() as connection:
+            for statement in remove:
+                connection.execute(text(statement))
+
+
 def unwritable_journal(app) -> Path:
     """A real journal fault: the app's journal directory is a file, so every append fails."""
     journal = Path(app.config["PATRON_CLICK_JOURNAL"])

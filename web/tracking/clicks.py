@@ -14,9 +14,10 @@ import threading
 from datetime import datetime
 
 from flask import Flask
+from sqlalchemy.exc import DataError, IntegrityError
 
 from delivery.clicks import read_batch, record_clicks
-from delivery.journal import ClickJournal, ClickRecord, Drainer
+from delivery.journal import ClickJournal, ClickRecord, Drainer, first_line
 
 log = logging.getLogger(__name__)
 _EXTENSION = "patron_click_drainer"
@@ -74,16 +75,40 @@ def stop(app: Flask) -> None:
 
 
 def writer(app: Flask):
-    """The drainer's ``write``: records a batch of journalled clicks in the app's database and commits."""
+    """The drainer's ``write``: records a batch of journalled clicks in the app's database and commits.
+
+    A batch the database refuses for one of its values (``DataError`` or ``IntegrityError``: the same batch
+    would fail the same way again) is halved and each half written on its own, down to the click at fault,
+    which is logged with its journal position and ids and skipped: one bad record never holds up the
+    clicks behind it. Any other error (the database is down, locked, a table is missing) is raised, and
+    the drainer offers the batch again later.
+    """
     sessions = app.extensions["patron_sessions"]
     half_life_days = app.config["PATRON_INTEREST_HALF_LIFE_DAYS"]
 
-    def write(records: list[ClickRecord]) -> int:
+    def commit(records: list[ClickRecord]) -> int:
         with sessions() as session:
             batch = read_batch(session, records)
             session.rollback()  # the write transaction starts with its write (SQLite then waits its turn)
             recorded = record_clicks(session, batch, half_life_days=half_life_days)
             session.commit()
             return recorded
+
+    def write(records: list[ClickRecord]) -> int:
+        try:
+            return commit(records)
+        except (DataError, IntegrityError) as exc:
+            if len(records) == 1:
+                record = records[0]
+                log.error(
+                    "click journal %s (delivery %s, link %s): not recordable, skipped: %s",
+                    record.key,
+                    record.delivery_id,
+                    record.link_id,
+                    first_line(exc),
+                )
+                return 0
+            half = len(records) // 2
+            return write(records[:half]) + write(records[half:])
 
     return write
