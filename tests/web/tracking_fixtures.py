@@ -174,20 +174,21 @@ def table_away(engine, name: str) -> Iterator[None]:
 
 
 @contextmanager
-def refusing_agent(engine, agent: str) -> Iterator[None]:
-    """A real database fault for one value: a trigger refuses any response whose user agent is ``agent``
-    (PostgreSQL with a data exception, SQLite with a constraint abort), for the block."""
+def refusing_agents(engine, pattern: str) -> Iterator[None]:
+    """A real database fault for some values: a trigger refuses any response whose user agent is LIKE
+    ``pattern`` (PostgreSQL with a data exception, SQLite with a constraint abort), for the block."""
+    quoted = "'" + pattern.replace("'", "''") + "'"
     if engine.dialect.name == "postgresql":
         install = [
             "CREATE FUNCTION refuse_agent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            f" IF NEW.user_agent = '{agent}' THEN RAISE EXCEPTION 'refused agent' USING ERRCODE = '22023'; END IF;"
+            f" IF NEW.user_agent LIKE {quoted} THEN RAISE EXCEPTION 'refused agent' USING ERRCODE = '22023'; END IF;"
             " RETURN NEW; END $$",
             "CREATE TRIGGER refuse_agent BEFORE INSERT ON responses FOR EACH ROW EXECUTE FUNCTION refuse_agent()",
         ]
         remove = ["DROP TRIGGER refuse_agent ON responses", "DROP FUNCTION refuse_agent()"]
     else:
         install = [
-            f"CREATE TRIGGER refuse_agent BEFORE INSERT ON responses WHEN NEW.user_agent = '{agent}'"
+            f"CREATE TRIGGER refuse_agent BEFORE INSERT ON responses WHEN NEW.user_agent LIKE {quoted}"
             " BEGIN SELECT RAISE(ABORT, 'refused agent'); END"
         ]
         remove = ["DROP TRIGGER refuse_agent"]

@@ -77,11 +77,13 @@ def stop(app: Flask) -> None:
 def writer(app: Flask):
     """The drainer's ``write``: records a batch of journalled clicks in the app's database and commits.
 
-    A batch the database refuses for one of its values (``DataError`` or ``IntegrityError``: the same batch
-    would fail the same way again) is halved and each half written on its own, down to the click at fault,
-    which is logged with its journal position and ids and skipped: one bad record never holds up the
-    clicks behind it. Any other error (the database is down, locked, a table is missing) is raised, and
-    the drainer offers the batch again later.
+    A batch the database refuses for its values (``DataError`` or ``IntegrityError``: the same batch would
+    fail the same way again) is halved and each half written on its own, down to the clicks at fault,
+    which are logged with their journal position and ids and skipped: one bad record never holds up the
+    clicks behind it. When the database refuses every click of the batch, the fault is not the clicks'
+    (a schema the code does not match yet, say, during a deploy): nothing is skipped, and the error is
+    raised like any other (the database down, locked, a table missing), so the drainer keeps the batch and
+    offers it again later.
     """
     sessions = app.extensions["patron_sessions"]
     half_life_days = app.config["PATRON_INTEREST_HALF_LIFE_DAYS"]
@@ -94,21 +96,37 @@ def writer(app: Flask):
             session.commit()
             return recorded
 
+    def isolate(records: list[ClickRecord]) -> tuple[int, list[tuple[ClickRecord, Exception]]]:
+        """(clicks recorded, clicks refused with their errors): the batch, halved while refused."""
+        try:
+            return commit(records), []
+        except (DataError, IntegrityError) as exc:
+            if len(records) == 1:
+                return 0, [(records[0], exc)]
+        return halves(records)
+
+    def halves(records: list[ClickRecord]) -> tuple[int, list[tuple[ClickRecord, Exception]]]:
+        half = len(records) // 2
+        (first, first_refused), (second, second_refused) = isolate(records[:half]), isolate(records[half:])
+        return first + second, first_refused + second_refused
+
     def write(records: list[ClickRecord]) -> int:
         try:
             return commit(records)
-        except (DataError, IntegrityError) as exc:
+        except (DataError, IntegrityError):
             if len(records) == 1:
-                record = records[0]
-                log.error(
-                    "click journal %s (delivery %s, link %s): not recordable, skipped: %s",
-                    record.key,
-                    record.delivery_id,
-                    record.link_id,
-                    first_line(exc),
-                )
-                return 0
-            half = len(records) // 2
-            return write(records[:half]) + write(records[half:])
+                raise  # alone, it cannot be told from a database that refuses everything: kept
+        recorded, refused = halves(records)
+        if len(refused) == len(records):
+            raise refused[0][1]
+        for record, exc in refused:
+            log.error(
+                "click journal %s (delivery %s, link %s): not recordable, skipped: %s",
+                record.key,
+                record.delivery_id,
+                record.link_id,
+                first_line(exc),
+            )
+        return recorded
 
     return write
