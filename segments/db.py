@@ -6,7 +6,6 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from functools import lru_cache
 
 from sqlalchemy import (
     JSON,
@@ -103,7 +102,6 @@ def as_recordset(rows: Sequence[Mapping]) -> dict[str, str]:
     return {"rows": json.dumps(rows, default=_json_timestamp, allow_nan=False, separators=(",", ":"))}
 
 
-@lru_cache(maxsize=2048)  # a batch's rows share their time of recording, a click's event its click's time
 def _json_timestamp(value):
     if isinstance(value, datetime):
         return _STORED_TIMESTAMP.process_bind_param(value, None).isoformat()
