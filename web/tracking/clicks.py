@@ -103,21 +103,13 @@ def writer(app: Flask):
         except (DataError, IntegrityError) as exc:
             if len(records) == 1:
                 return 0, [(records[0], exc)]
-        return halves(records)
-
-    def halves(records: list[ClickRecord]) -> tuple[int, list[tuple[ClickRecord, Exception]]]:
         half = len(records) // 2
         (first, first_refused), (second, second_refused) = isolate(records[:half]), isolate(records[half:])
         return first + second, first_refused + second_refused
 
     def write(records: list[ClickRecord]) -> int:
-        try:
-            return commit(records)
-        except (DataError, IntegrityError):
-            if len(records) == 1:
-                raise  # alone, it cannot be told from a database that refuses everything: kept
-        recorded, refused = halves(records)
-        if len(refused) == len(records):
+        recorded, refused = isolate(records)
+        if refused and len(refused) == len(records):  # every click, a lone one too: the database's fault, all kept
             raise refused[0][1]
         for record, exc in refused:
             log.error(
