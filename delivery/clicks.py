@@ -106,11 +106,10 @@ def _target_query():
     )
 
 
-def _event_base(delivery, link) -> dict:
-    """The properties of a click event on ``link`` of ``delivery``, as ``responses.event_properties`` gives them
-    for a human click, plus the link's URL."""
+def _event_properties(delivery, link, reason: str | None) -> dict:
+    """A click event's properties: ``responses.event_properties`` for ``link`` of ``delivery``, plus the URL."""
     row = {**delivery._asdict(), "link_id": link.id, "block_version_id": link.block_version_id}
-    return {**event_properties(row, None, link.interests), "url": link.url}
+    return {**event_properties(row, reason, link.interests), "url": link.url}
 
 
 @dataclass(frozen=True)
@@ -194,7 +193,7 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
     by a + b). Interests are raised as of ``now`` (default: the time of recording), the moment they learn.
     """
     now = now or utcnow()
-    rows, context, bases = [], {}, {}
+    rows, context = [], {}
     for record in batch.clicks:
         delivery, link = batch.deliveries.get(record.delivery_id), batch.links.get(record.link_id)
         if delivery is None or link is None or not delivery.tracking:
@@ -218,9 +217,6 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
             }
         )
         context[record.key] = (record, delivery, link, reason)
-        pair = (delivery.delivery_id, link.id)
-        if pair not in bases:  # what a click's event says apart from machine and machine_reason, once per link
-            bases[pair] = _event_base(delivery, link)
     if not rows:
         return 0
     connection = session.connection()
@@ -228,8 +224,7 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
     events, raises = [], defaultdict(float)
     for response_id, key in sorted(inserted, key=lambda row: row[0]):
         record, delivery, link, reason = context[key]
-        properties = dict(bases[delivery.delivery_id, link.id])  # keys stay in event_properties' order
-        properties["machine"], properties["machine_reason"] = reason is not None, reason
+        properties = _event_properties(delivery, link, reason)
         events.append(timeline_event_row(delivery.contact_id, "click", response_id, record.occurred_at, properties))
         if reason is None and delivery.profiling:
             for tag, weight in learning.usable_weights(link.interests):
