@@ -18,6 +18,7 @@ from flask.cli import with_appcontext
 from gunicorn.app.base import BaseApplication
 from sqlalchemy.exc import SQLAlchemyError
 
+from delivery.journal import first_line
 from web.db import check_schema
 
 # Gunicorn's combined-log format plus the time taken, in microseconds.
@@ -97,8 +98,7 @@ def serve_command(host: str, port: int, workers: int, threads: int):
         check_schema(engine)
     except SQLAlchemyError as exc:
         where = engine.url.render_as_string(hide_password=True)
-        first_line = str(exc.orig if getattr(exc, "orig", None) else exc).strip().splitlines()[0]
-        raise click.ClickException(f"cannot reach the database {where}: {first_line}") from None
+        raise click.ClickException(f"cannot reach the database {where}: {first_line(exc)}") from None
     finally:
         engine.dispose()  # the workers open their own connections
     check_address_free(host, port)
