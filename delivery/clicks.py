@@ -172,7 +172,7 @@ def _insert_rows(connection: Connection, table, rows: list[dict], *, returning: 
     which its driver does not parse."""
     postgresql, columns = connection.dialect.name == "postgresql", tuple(rows[0])
     statement = _bulk_insert(postgresql, table, columns, returning)
-    return connection.execute(statement, as_recordset(rows) if postgresql else rows)
+    return connection.execute(statement, as_recordset(rows, columns) if postgresql else rows)
 
 
 @cache

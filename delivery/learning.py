@@ -89,7 +89,7 @@ def raise_scores(
     dialect = session.get_bind().dialect.name
     statement = _upsert(dialect, float(half_life_days))
     if dialect == "postgresql":  # one statement for all the rows (executemany would run one per row)
-        session.execute(statement, {**as_recordset(rows), "now": now})
+        session.execute(statement, {**as_recordset(rows, ROW), "now": now})
     else:
         session.execute(statement, [{**row, "now": now} for row in rows])
 

@@ -94,11 +94,18 @@ def recordset_insert(table: Table, columns: Sequence[str]):
     return pg_insert(table).from_select(list(columns), select(*(record.c[name] for name in columns)))
 
 
-def as_recordset(rows: Sequence[Mapping]) -> dict[str, str]:
-    """The parameter of a :func:`recordset_insert` of ``rows`` (mappings of column name to value): a JSON
-    array of objects. Timestamps are stored as ``UTCDateTime`` stores them (naive UTC; a naive one raises
-    ValueError), JSON documents are nested as they are; a NaN or infinite float raises ValueError here
-    rather than failing the statement."""
+def as_recordset(rows: Sequence[Mapping], columns: Sequence[str]) -> dict[str, str]:
+    """The parameter of a :func:`recordset_insert` of ``rows`` into ``columns``: a JSON array of objects.
+
+    Every row must hold exactly ``columns`` as keys: ``json_to_recordset`` would read a missing key as NULL
+    and ignore an extra one, so either raises ValueError here, naming the row and the keys. Timestamps are
+    stored as ``UTCDateTime`` stores them (naive UTC; a naive one raises ValueError), JSON documents are
+    nested as they are; a NaN or infinite float raises ValueError here rather than failing the statement."""
+    expected = set(columns)
+    for index, row in enumerate(rows):
+        if row.keys() != expected:
+            missing, extra = sorted(expected - row.keys()), sorted(row.keys() - expected)
+            raise ValueError(f"row {index}: missing {missing}, unexpected {extra} (columns {sorted(expected)})")
     return {"rows": json.dumps(rows, default=_json_timestamp, allow_nan=False, separators=(",", ":"))}
 
 

@@ -65,7 +65,7 @@ def test_every_row_comes_back_field_for_field(postgresql, values):
     session.execute(delete(Event))
     rows = [row(contact_id, n, text, at, {"text": text, "doc": doc}) for n, (text, at, doc) in enumerate(values)]
     if rows:
-        session.execute(recordset_insert(Event.__table__, COLUMNS), as_recordset(rows))
+        session.execute(recordset_insert(Event.__table__, COLUMNS), as_recordset(rows, COLUMNS))
     stored = session.execute(select(Event.external_id, Event.type, Event.occurred_at, Event.properties)).all()
     session.rollback()
     assert {key: (kind, at, exact(properties)) for key, kind, at, properties in stored} == {
@@ -80,15 +80,29 @@ def exact(document) -> str:
 
 def test_a_naive_timestamp_is_refused_before_the_statement():
     with pytest.raises(ValueError, match="naive datetime"):
-        as_recordset([{"occurred_at": datetime(2026, 1, 1, 12, 0)}])
+        as_recordset([{"occurred_at": datetime(2026, 1, 1, 12, 0)}], ["occurred_at"])
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
 def test_a_float_json_cannot_hold_is_refused_before_the_statement(value):
     with pytest.raises(ValueError, match="JSON compliant"):
-        as_recordset([{"score": value}])
+        as_recordset([{"score": value}], ["score"])
 
 
 def test_a_value_with_no_json_form_is_refused_naming_its_type():
     with pytest.raises(TypeError, match="Decimal"):
-        as_recordset([{"value": Decimal("1.5")}])
+        as_recordset([{"value": Decimal("1.5")}], ["value"])
+
+
+@pytest.mark.parametrize(
+    ("row", "named"),
+    [
+        ({"contact_id": 1, "tag": "pizza"}, r"row 1: missing \['score'\], unexpected \[\]"),
+        ({"contact_id": 1, "tag": "pizza", "score": 1.0, "scroe": 2.0}, r"row 1: missing \[\], unexpected \['scroe'\]"),
+    ],
+)
+def test_a_row_without_exactly_the_columns_is_refused_naming_it(row, named):
+    # json_to_recordset would store a missing key as NULL and drop an unknown one without a word.
+    columns = ("contact_id", "tag", "score")
+    with pytest.raises(ValueError, match=named):
+        as_recordset([{"contact_id": 1, "tag": "wine", "score": 1.0}, row], columns)
