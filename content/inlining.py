@@ -14,12 +14,10 @@ import time
 from datetime import timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from content.models import InlinedPart
 from content.rendering import INLINED_FORMAT, Inliner, inline_css
-from segments.db import utcnow
+from segments.db import insert_for, utcnow
 
 CLAIM_TIMEOUT = timedelta(seconds=30)  # a claim older than this was abandoned: inline it anew
 POLL_SECONDS = 0.02
@@ -54,9 +52,8 @@ class SharedInliner(Inliner):
         """The stored HTML, or None once this process holds the claim to make it."""
         while True:
             with self._sessions() as session:
-                insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
                 claimed = session.execute(
-                    insert(InlinedPart)
+                    insert_for(session, InlinedPart)
                     .values(**row, claimed_at=utcnow())
                     .on_conflict_do_nothing()
                     .returning(InlinedPart.kind)

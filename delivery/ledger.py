@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Interval, String, and_, bindparam, case, func, literal, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from delivery.models import STATUSES, Delivery, ShownBlock
-from segments.db import UTCDateTime
+from segments.db import UTCDateTime, insert_for
 from segments.models import Contact, Suppression
 from segments.privacy import ERASED_REASON, erased_emails
 
@@ -301,8 +299,7 @@ def record(session: Session, outcomes: Sequence[Outcome]) -> None:
         for block in o.block_ids
     ]
     if shown:
-        insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        statement = insert(ShownBlock.__table__)
+        statement = insert_for(session, ShownBlock.__table__)
         statement = statement.on_conflict_do_update(
             index_elements=["contact_id", "block_id"],
             set_={"delivery_id": statement.excluded.delivery_id, "shown_at": statement.excluded.shown_at},

@@ -22,14 +22,12 @@ from typing import Any
 
 from babel.numbers import get_currency_precision, is_currency
 from sqlalchemy import String, and_, bindparam, case, column, func, insert, literal, null, or_, select, table, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from delivery import learning
 from delivery.machine import PREFETCH, client_reason
 from delivery.models import Delivery, Link, Response
-from segments.db import UTCDateTime, utcnow
+from segments.db import UTCDateTime, insert_for, utcnow
 from segments.imports.values import BadValue
 from segments.imports.values import email as normalized_email
 from segments.models import IDENTIFIER_LENGTH, MARKETING, PROFILING, TRACKING, Consent, Contact, Event
@@ -295,7 +293,7 @@ def unsubscribe(
         "occurred_at": now,
         "received_at": now,
     }
-    statement = _insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
+    statement = insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
     response_id = session.execute(statement).scalar()
     if response_id is not None:  # the first time only
         properties = event_properties(row, None, None)
@@ -351,7 +349,7 @@ def record_conversion(
     # The savepoint takes the claim back if the customer named turns out not to exist.
     with session.begin_nested():
         inserted = session.execute(
-            _insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
+            insert_for(session, Response).values(values).on_conflict_do_nothing().returning(Response.id)
         ).scalar()
         if inserted is None:
             return _conversion(session, order_id), False
@@ -539,10 +537,6 @@ def timeline_event_row(contact_id: int, kind: str, response_id: int, at: datetim
     }
 
 
-def _insert_for(session: Session, model):
-    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(model)
-
-
 def _upsert(session: Session, model, values: dict, keys: list[str], *, update: dict, defaults: dict) -> None:
-    statement = _insert_for(session, model).values({**defaults, **values})
+    statement = insert_for(session, model).values({**defaults, **values})
     session.execute(statement.on_conflict_do_update(index_elements=keys, set_=update))

@@ -16,11 +16,10 @@ import struct
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from delivery.models import Link
+from segments.db import insert_for
 
 _SIGNATURE_BYTES = 12
 _KEY_ID_BYTES = 3  # four base64url characters
@@ -163,9 +162,8 @@ def register_links(
     digests = [hashlib.sha256(f"{where}\n{url}".encode()).hexdigest() for url in urls]
     if not digests:
         return []
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
-        insert(Link).on_conflict_do_nothing(index_elements=["digest"]),
+        insert_for(session, Link).on_conflict_do_nothing(index_elements=["digest"]),
         [
             {"url": url, "digest": digest, "block_version_id": block_version_id, "interests": interests}
             for url, digest in zip(urls, digests)

@@ -25,8 +25,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 # Named constraints let Alembic alter them on SQLite too (batch mode).
@@ -73,6 +74,12 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def insert_for(session: Session, target):
+    """An ``INSERT`` into ``target`` (a model or a table) in the dialect ``session`` is bound to: PostgreSQL's or
+    SQLite's, both of which take ``on_conflict_do_nothing``, ``on_conflict_do_update`` and ``returning``."""
+    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(target)
 
 
 def recordset_insert(table: Table, columns: Sequence[str]):
