@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from segments.db import utcnow
+from segments.db import insert_for, utcnow
 from segments.models import Contact, Suppression
 
 REASONS = ("unsubscribed", "bounced", "complained", "manual")
@@ -17,13 +17,16 @@ def status_for(reason: str) -> str:
 
 
 def suppress(session: Session, email: str, reason: str, source: str | None = None) -> Suppression:
-    """Suppress ``email`` (already normalized) and mark its contact, if any; idempotent."""
+    """Suppress ``email`` (already normalized) and mark its contact, if any; idempotent. An address suppressed
+    already keeps its first reason, also when another process suppresses it at the same moment (the insert
+    skips the conflict rather than failing). May flush, never commits."""
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}, not {reason!r}")
     suppression = session.get(Suppression, email)
     if suppression is None:
-        suppression = Suppression(email=email, reason=reason, source=source, created_at=utcnow())
-        session.add(suppression)
+        values = {"email": email, "reason": reason, "source": source, "created_at": utcnow()}
+        session.execute(insert_for(session, Suppression).values(values).on_conflict_do_nothing())
+        suppression = session.get(Suppression, email)  # this one, or the one a concurrent process made first
     session.execute(
         update(Contact)
         .where(Contact.email == email, Contact.status == "active")
