@@ -15,6 +15,7 @@ from flask.cli import with_appcontext
 
 from delivery.bounces import KINDS, BounceResult, process_message
 from delivery.dsn import MAX_BYTES
+from delivery.journal import first_line
 from delivery.tracking import LinkSigner
 from web.db import get_session
 
@@ -50,6 +51,7 @@ def process_command(path: Path, as_json: bool, move_processed: bool):
         bounce_domain=settings.bounce_domain,
     )
     keys = sorted(box.iterkeys())
+    names = _file_names(path, box.colon)
     session = get_session()
     counts: Counter[str] = Counter()
     rows = []
@@ -57,7 +59,7 @@ def process_command(path: Path, as_json: bool, move_processed: bool):
     if not as_json and sys.stderr.isatty() and len(keys) > 100:
         bar = click.progressbar(length=len(keys), label="messages", file=sys.stderr)
     for key in keys:
-        result = _process_one(session, box, key, signer, settings)
+        result = _process_one(session, box, key, names.get(key, key), signer, settings)
         counts[result.kind] += 1
         if move_processed and result.kind not in ("unrecognized", "error"):
             _move(box, key, path)
@@ -85,9 +87,9 @@ def _open(path: Path) -> mailbox.Maildir:
     return mailbox.Maildir(path, factory=None, create=False)
 
 
-def _process_one(session, box: mailbox.Maildir, key: str, signer: LinkSigner, settings) -> BounceResult:
-    """One message read, processed and committed; a failure is a result of kind ``error``, never a traceback."""
-    name = _file_name(box, key)
+def _process_one(session, box: mailbox.Maildir, key: str, name: str, signer: LinkSigner, settings) -> BounceResult:
+    """One message read, processed and committed (``name``: its file, for the report); a failure is a result of
+    kind ``error``, never a traceback."""
     try:
         with box.get_file(key) as handle:
             raw = handle.read(MAX_BYTES + 1)
@@ -107,16 +109,22 @@ def _process_one(session, box: mailbox.Maildir, key: str, signer: LinkSigner, se
         return result
     except Exception as exc:  # noqa: BLE001  (the database failed this message: report it, go on)
         session.rollback()
-        first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
-        return BounceResult(name, "error", reason=f"not processed: {exc.__class__.__name__}: {first_line}")
+        reason = f"not processed: {exc.__class__.__name__}: {first_line(exc)[:200]}"
+        return BounceResult(name, "error", reason=reason)
 
 
-def _file_name(box: mailbox.Maildir, key: str) -> str:
-    """The message's file, relative to the Maildir (new/… or cur/…)."""
-    try:
-        return box._lookup(key)  # the mailbox module keeps it there; no public accessor
-    except KeyError:
-        return key
+def _file_names(path: Path, colon: str) -> dict[str, str]:
+    """Each message key's file, relative to the Maildir (``new/…`` or ``cur/…``): a key is the file's name up to
+    the first ``colon`` (``mailbox.Maildir.colon``), where its flags begin."""
+    names = {}
+    for folder in ("new", "cur"):
+        try:
+            entries = list(os.scandir(path / folder))
+        except OSError:
+            continue  # the message is then reported under its key
+        for entry in entries:
+            names.setdefault(entry.name.split(colon)[0], f"{folder}/{entry.name}")
+    return names
 
 
 def _move(box: mailbox.Maildir, key: str, path: Path) -> None:

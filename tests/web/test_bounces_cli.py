@@ -68,6 +68,7 @@ def test_json_reports_every_message_and_a_second_run_changes_nothing(runner, ses
         assert set(results[fixture]) >= {"file", "recipient", "status", "kind", "delivery_id"}
         assert (results[fixture]["kind"], results[fixture]["delivery_id"]) == (kind, message.delivery_id)
         assert results[fixture]["recipient"] == message.email
+        assert (path / results[fixture]["file"]).is_file()  # new/… or cur/…, flags and all, as on disk
     assert results["postfix_user_unknown.eml"]["status"] == "5.1.1"
     assert results["garbage"] | {"file": None, "reason": None} == {
         "file": None,
