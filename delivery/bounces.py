@@ -27,14 +27,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from delivery.dsn import Report, read_report
 from delivery.models import Delivery, Response
 from delivery.responses import campaign_of, timeline_event, unsubscribe
 from delivery.tracking import LinkSigner
-from segments.db import utcnow
+from segments.db import insert_for, utcnow
 from segments.suppressions import suppress
 
 KINDS = ("hard", "soft", "complaint", "auto_reply", "unsubscribe", "delayed", "unrecognized")
@@ -117,15 +116,8 @@ def process_message(
         unsubscribe(session, delivery.id, source=source, now=now)
         return replace(result, reason="unsubscribed: address suppressed, marketing consent withdrawn")
     digest = hashlib.sha256(raw).hexdigest()
-    kind = "complaint" if report.kind == "complaint" else "bounce"
-    if _recorded(session, kind, digest):
-        return replace(result, reason="already processed")
-    try:
-        with session.begin_nested():
-            changed = _apply(session, delivery, report, digest, source, now, soft_limit, soft_days)
-    except IntegrityError:  # another process recorded the same message meanwhile
-        return replace(result, reason="already processed")
-    return replace(result, reason=changed)
+    changed = _apply(session, delivery, report, digest, source, now, soft_limit, soft_days)
+    return replace(result, reason=changed or "already processed")
 
 
 def record_refusals(session: Session, refusals: Sequence[tuple[int, str]], *, now: datetime | None = None) -> None:
@@ -137,29 +129,21 @@ def record_refusals(session: Session, refusals: Sequence[tuple[int, str]], *, no
     now = now or utcnow()
     for delivery_id, reply in refusals:
         delivery = session.get(Delivery, delivery_id)
-        external_id = f"smtp:{delivery_id}"
         if delivery is None or delivery.email is None:
-            continue
-        if _recorded(session, "bounce", external_id):
             continue
         status = _STATUS.search(reply or "")
         report = Report("hard", delivery.email, status.group(0) if status else "5.0.0", " ".join(reply.split())[:500])
-        _apply(session, delivery, report, external_id, "smtp", now, SOFT_LIMIT, SOFT_DAYS)
+        _apply(session, delivery, report, f"smtp:{delivery_id}", "smtp", now, SOFT_LIMIT, SOFT_DAYS)
 
 
-def _recorded(session: Session, kind: str, external_id: str) -> bool:
-    """Whether this bounce or complaint (its message digest, or ``smtp:<delivery id>``) was recorded already."""
-    return (
-        session.scalar(select(Response.id).where(Response.kind == kind, Response.external_id == external_id))
-        is not None
-    )
-
-
-def _apply(session, delivery, report: Report, external_id: str, source: str, now, soft_limit, soft_days) -> str:
-    """Record the response and its event and suppress where due; what changed, in words."""
+def _apply(session, delivery, report: Report, external_id: str, source: str, now, soft_limit, soft_days) -> str | None:
+    """Record the response and its event and suppress where due; what changed, in words, or None when this
+    bounce or complaint (``external_id``: its message digest, or ``smtp:<delivery id>``) was recorded already,
+    by an earlier run or by a concurrent one. The response is inserted first, skipping that one conflict, so
+    any other failure (the suppression's, the event's) raises and is not mistaken for a duplicate."""
     kind = "complaint" if report.kind == "complaint" else "bounce"
     bounce_type = report.kind if kind == "bounce" else None
-    response = Response(
+    values = dict(
         kind=kind,
         delivery_id=delivery.id,
         run_id=delivery.run_id,
@@ -171,8 +155,14 @@ def _apply(session, delivery, report: Report, external_id: str, source: str, now
         occurred_at=now,
         received_at=now,
     )
-    session.add(response)
-    session.flush()
+    response_id = session.execute(
+        insert_for(session, Response)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["kind", "external_id"])
+        .returning(Response.id)
+    ).scalar()
+    if response_id is None:
+        return None
     properties = {
         "campaign_id": campaign_of(session, delivery.run_id),
         "run_id": delivery.run_id,
@@ -181,7 +171,7 @@ def _apply(session, delivery, report: Report, external_id: str, source: str, now
     }
     if bounce_type:
         properties["bounce_type"] = bounce_type
-    timeline_event(session, delivery.contact_id, kind, response.id, now, properties)
+    timeline_event(session, delivery.contact_id, kind, response_id, now, properties)
     if report.kind == "hard":
         suppress(session, delivery.email, "bounced", source)
         return "address suppressed (bounced)"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import mailbox
+import re
 import subprocess
 import sys
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from delivery.models import Response
 from segments.models import Contact, Suppression
@@ -153,3 +154,57 @@ def test_a_message_that_crashes_a_bounce_detector_prints_no_traceback(engine, tm
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr and "Exception" not in result.stderr
     assert json.loads(result.stdout)["kind"] == "unrecognized"
+
+
+@pytest.fixture
+def refusing_suppression(engine):
+    """A real database fault for one message: a trigger refuses suppressing the Postfix fixture's address."""
+    refused = "'" + _address("postfix_user_unknown.eml") + "'"
+    if engine.dialect.name == "postgresql":
+        install = [
+            "CREATE FUNCTION refuse_suppression() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" IF NEW.email = {refused} THEN RAISE EXCEPTION 'suppression refused'"
+            " USING DETAIL = 'a second line'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_suppression BEFORE INSERT ON suppressions FOR EACH ROW"
+            " EXECUTE FUNCTION refuse_suppression()",
+        ]
+        remove = ["DROP TRIGGER refuse_suppression ON suppressions", "DROP FUNCTION refuse_suppression()"]
+    else:
+        install = [
+            f"CREATE TRIGGER refuse_suppression BEFORE INSERT ON suppressions WHEN NEW.email = {refused}"
+            " BEGIN SELECT RAISE(ABORT, 'suppression refused'); END"
+        ]
+        remove = ["DROP TRIGGER refuse_suppression"]
+    with engine.begin() as connection:
+        for statement in install:
+            connection.execute(text(statement))
+    yield
+    with engine.begin() as connection:
+        for statement in remove:
+            connection.execute(text(statement))
+
+
+def test_a_message_the_database_refuses_is_reported_kept_and_the_rest_go_on(
+    runner, session, maildir, refusing_suppression, engine
+):
+    path, keys, _ = maildir
+    result = runner.invoke(args=["bounces", "process", "--maildir", str(path), "--json", "--move-processed"])
+    print("OUT", result.output, engine.url)
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    results = _results(result.stdout, keys)
+    failed = results["postfix_user_unknown.eml"]
+    assert failed["kind"] == "error"
+    # the driver's error in one line: not its detail, nor the statement and parameters SQLAlchemy appends
+    assert re.fullmatch(r"not processed: \w+Error: suppression refused", failed["reason"])
+    assert {name: r["kind"] for name, r in results.items() if name != "postfix_user_unknown.eml"} == {
+        **{name: kind for name, kind in FIXTURES.items() if name != "postfix_user_unknown.eml"},
+        "garbage": "unrecognized",
+    }
+    session.rollback()  # end the read snapshot taken before the command wrote
+    suppressed = set(session.scalars(select(Suppression.email)))
+    assert _address("postfix_user_unknown.eml") not in suppressed and _address("qmail.eml") in suppressed
+    box = mailbox.Maildir(path, create=False)
+    assert (path / failed["file"]).is_file()  # not moved: the next run processes it again
+    assert len(box.get_folder("processed")) == len(FIXTURES) - 1
+    session.rollback()  # let the fixture drop its trigger (PostgreSQL waits for this snapshot's lock)
