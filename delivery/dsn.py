@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.message import Message
+from email.utils import getaddresses
 
 from flufl.bounce import all_failures
 
@@ -182,9 +183,38 @@ def _delivery_status(parts: list[Message]) -> Report | None:
     return Report("soft" if soft else "hard", recipient, status, diagnostic)
 
 
+def _failures(message: Message) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    """flufl.bounce's ``all_failures``: (temporary, permanent) recipients; both empty when no detector knows
+    the message, or when one of them fails on it (flufl.bounce then stops at that detector and re-raises).
+
+    Its Yale detector fails on a single-part message whose From holds no address (none, or an empty one;
+    ``email.utils.getaddresses`` returns no pair for it since Python 3.11.7 and 3.12.1), which stopped every
+    detector after it, qmail's among them. Such a message is shown to the detectors with the null sender
+    ``From: <>`` (RFC 5321's, a bounce's own), which no detector takes for anything, and the original From
+    is put back afterwards."""
+    senders = message.get_all("from") or []
+    if getaddresses(senders):
+        return _detectors(message)
+    del message["from"]
+    message["From"] = "<>"
+    try:
+        return _detectors(message)
+    finally:
+        del message["from"]
+        for sender in senders:
+            message["From"] = sender
+
+
+def _detectors(message: Message) -> tuple[frozenset[bytes], frozenset[bytes]]:
+    try:
+        return all_failures(message)
+    except Exception:  # noqa: BLE001  (a detector's own bug on hostile input: the rest of the report still holds)
+        return frozenset(), frozenset()
+
+
 def _detected(message: Message) -> Report | None:
     """flufl.bounce's verdict on a non-standard bounce: hard unless it, or the text, says temporary."""
-    temporary, permanent = all_failures(message)
+    temporary, permanent = _failures(message)
     if not (temporary or permanent):
         return None
     recipient = sorted(permanent or temporary)[0].decode("ascii", "replace")

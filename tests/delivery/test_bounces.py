@@ -181,6 +181,25 @@ def test_a_5xx_at_send_time_is_a_hard_bounce_and_a_4xx_is_retried(session, engin
     assert second is None or second.status == "skipped"
 
 
+def _sender(raw: bytes, edit: str) -> bytes:
+    """The message with its From header removed, or emptied."""
+    header = re.compile(rb"^From:[^\n]*\n(?:[ \t][^\n]*\n)*", re.IGNORECASE | re.MULTILINE)
+    assert header.search(raw), "the fixture has a From header"
+    return header.sub(b"" if edit == "removed" else b"From: \n", raw, count=1)
+
+
+@pytest.mark.parametrize("edit", ["removed", "empty"])
+@pytest.mark.parametrize("fixture", sorted(EXPECTED))
+def test_a_bounce_without_a_sender_address_is_read_as_with_one(session, sent, fixture, edit):
+    # flufl.bounce's Yale detector failed on such a message and stopped the detectors after it (qmail's):
+    # a qmail bounce without From was "unrecognized: cannot be parsed: IndexError".
+    message = _for(sent, fixture)
+    raw = message.fill(fixture)
+    result = process_message(session, _sender(raw, edit), signer=SIGNER, source="test", name=fixture)
+    assert (result.kind, result.status, result.recipient) == (EXPECTED[fixture][0], EXPECTED[fixture][1], message.email)
+    assert result.delivery_id == message.delivery_id
+
+
 HOSTILE = {
     "truncated MIME": b"Content-Type: multipart/report; report-type=delivery-status; boundary=x\n\n--x\n"
     b"Content-Type: message/delivery-status\n\nReporting-MTA: dns; a\n\nFinal-Recipient: rfc822; a@",
