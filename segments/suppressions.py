@@ -16,12 +16,18 @@ def status_for(reason: str) -> str:
     return reason if reason in ("unsubscribed", "bounced", "complained") else "suppressed"
 
 
-def suppress(session: Session, email: str, reason: str, source: str | None = None) -> Suppression:
+def suppress(session: Session, email: str, reason: str, source: str | None = None) -> Suppression | None:
     """Suppress ``email`` (already normalized) and mark its contact, if any; idempotent. An address suppressed
     already keeps its first reason, also when another process suppresses it at the same moment (the insert
-    skips the conflict rather than failing). May flush, never commits."""
+    skips the conflict rather than failing). An address erased on request (``segments.privacy``) is kept out by
+    its digest already; storing it again would undo the erasure, so nothing is stored and None is returned.
+    May flush, never commits."""
     if reason not in REASONS:
         raise ValueError(f"reason must be one of {', '.join(REASONS)}, not {reason!r}")
+    from segments.privacy import erased_emails  # here: privacy imports the importers, which import this module
+
+    if erased_emails(session, [email]):
+        return None
     suppression = session.get(Suppression, email)
     if suppression is None:
         values = {"email": email, "reason": reason, "source": source, "created_at": utcnow()}

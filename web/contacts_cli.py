@@ -126,14 +126,17 @@ def import_contacts_command(path, source, rejects_path, as_json):
 def suppress_command(emails, reason):
     """Never send to these addresses again, even if they are re-imported."""
     session = get_session()
+    erased = 0
     for raw in emails:
         try:
             address = normalize_email(raw)
         except BadValue as exc:
             raise click.BadParameter(str(exc), param_hint="EMAILS") from None
-        suppress(session, address, reason, source="cli")
+        erased += suppress(session, address, reason, source="cli") is None
     session.commit()
-    click.echo(f"suppressed {len(emails)} address(es): {reason}")
+    click.echo(f"suppressed {len(emails) - erased} address(es): {reason}")
+    if erased:
+        click.echo(f"{erased} address(es) erased on request: kept out by their digest, not stored again")
 
 
 def _address(raw: str) -> str:

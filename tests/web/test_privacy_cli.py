@@ -132,6 +132,14 @@ def test_erase_leaves_no_trace_but_the_digest(session, engine, tmp_path, smtp_se
     imported = runner.invoke(args=["contacts", "import", str(people), "--json"])
     assert json.loads(imported.stdout)["rejected"] == 1
     assert ERASED_REASON in (tmp_path / "people.csv.rejects.csv").read_text()
+    # Suppressing the erased address by hand stores nothing: its digest keeps it out already.
+    suppressed = runner.invoke(args=["contacts", "suppress", "Ana@Example.com"])
+    assert suppressed.exit_code == 0, suppressed.output
+    assert suppressed.output.splitlines() == [
+        "suppressed 0 address(es): manual",
+        "1 address(es) erased on request: kept out by their digest, not stored again",
+    ]
+    assert "ana@example.com" not in _every_value(engine)
     send_run(engine, tmp_path, session, campaign.id, smtp_server.url)
     received = sorted(rcpt for envelope in smtp_server.messages for rcpt in envelope.rcpt_tos)
     assert received == ["ana@example.com", "bob@example.com", "bob@example.com"]
