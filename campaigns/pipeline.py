@@ -269,6 +269,7 @@ class Assembly:
             strings=self.strings(chain),
             campaign=self.campaign,
             unsubscribe_url=unsubscribe_url,
+            preferences_url=self.signer.preferences_url(delivery_id),
             link=self._links(delivery_id, profile.tracking),
         )
         budget = Budget()

@@ -57,6 +57,7 @@ def template_names(
         "strings": None if phrases is None else frozenset(phrases),
         "campaign": frozenset(CAMPAIGN_FIELDS),
         "unsubscribe_url": None,
+        "preferences_url": None,
         "link": None,
         "language": None,
     }

@@ -117,6 +117,10 @@ class LinkSigner:
     def unsubscribe_url(self, delivery_id: int) -> str:
         return f"{self.base_url}/u/{delivery_id}/{self.sign('u', delivery_id)}"
 
+    def preferences_url(self, delivery_id: int) -> str:
+        """The preference page: the unsubscribe page's own address, at its preferences form."""
+        return f"{self.unsubscribe_url(delivery_id)}#preferences"
+
     def return_path(self, delivery_id: int, sender_domain: str) -> str:
         """The VERP envelope sender (MAIL FROM, later Return-Path) of a delivery: ``bounces+D-TOKEN@domain``.
 

@@ -1,8 +1,12 @@
 """`patron demo`: the main job on embedded defaults, run twice."""
 
+import email
+import email.policy
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import lxml.html
 from sqlalchemy import func, select
 
 from delivery.models import Response
@@ -30,6 +34,14 @@ def test_demo_imports_the_audience_and_counts_the_example_segments(runner, sessi
     sent = int(re.search(r"finished: ([\d,]+) sent", first.output).group(1).replace(",", ""))
     assert sent > 900 and len(list(outbox.iterdir())) == sent
     assert re.search(r"^  \S+@\S+ +es +\S+, \S+, \S+$", first.output, re.M)  # a Spanish reader's three blocks
+    # Every email's footer: the unsubscribe page and, beside it, the same page at its preference form.
+    message = email.message_from_bytes(next(outbox.iterdir()).read_bytes(), policy=email.policy.default)
+    unsubscribe = next(p.strip(" <>") for p in str(message["List-Unsubscribe"]).split(",") if "http" in p)
+    footer = lxml.html.fromstring(message.get_body(("html",)).get_content()).xpath("//a/@href")
+    assert unsubscribe in footer and f"{unsubscribe}#preferences" in footer
+    assert f"{unsubscribe}#preferences" in message.get_body(("plain",)).get_content().split()
+    page = lxml.html.fromstring(app.test_client().get(urlsplit(unsubscribe).path).text)
+    assert page.get_element_by_id("preferences").tag == "form"
 
     # Readers open, click, buy, unsubscribe and bounce through the endpoints; the report and a profile show it.
     answers = dict(
