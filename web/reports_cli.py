@@ -62,7 +62,18 @@ def _totals(run: dict) -> str:
     return table(("", "unique", "total", "rate"), rows) + f"\nrevenue: {_money(run['revenue'])}"
 
 
-def _blocks(run: dict) -> str:
+def _block_section(run: dict, campaign_id: int, most_clicked: int | None) -> list[str]:
+    """The "by block" heading and table: every block, or the ``most_clicked`` of them."""
+    blocks = run["by_block"]
+    if most_clicked is None:
+        return ["by block", _blocks(blocks)]
+    clicked = sorted((b for b in blocks if b["clicked"]["total"]), key=lambda b: -b["clicked"]["total"])
+    shown = clicked[:most_clicked]
+    every = f"`patron campaigns report {campaign_id}` lists every one"
+    return [f"by block: the {len(shown)} most clicked of {len(blocks)} blocks shown ({every})", _blocks(shown)]
+
+
+def _blocks(blocks: list[dict]) -> str:
     rows = [
         (
             printable(b["block"] or f"version {b['block_version_id']}"),
@@ -75,7 +86,7 @@ def _blocks(run: dict) -> str:
             _n(b["converted"]["total"]),
             _money(b["revenue"]),
         )
-        for b in run["by_block"]
+        for b in blocks
     ]
     headers = ("block", "locale", "v", "shown", "clickers", "clicks", "click rate", "conversions", "revenue")
     return table(headers, rows)
@@ -103,8 +114,11 @@ def _breakdown(rows: list[dict], key: str, header: str) -> str:
     return table((header, *_BREAKDOWN), cells)
 
 
-def text_report(result: dict) -> str:
-    """The report as text: a header, then per run its totals and the block, locale and day tables."""
+def text_report(result: dict, *, most_clicked: int | None = None) -> str:
+    """The report as text: a header, then per run its totals and the block, locale and day tables.
+
+    ``most_clicked``: the block table shows only that many of the clicked blocks, the most clicked first, and
+    its heading says so and how many blocks there are."""
     campaign = result["campaign"]
     lines = [f"campaign {campaign['id']}: {printable(campaign['name'])} (report of {when(result['generated_at'])})"]
     if not result["runs"]:
@@ -112,7 +126,7 @@ def text_report(result: dict) -> str:
     for run in result["runs"]:
         started, finished = when(run["started"]), when(run["finished"])
         lines += ["", f"run {run['run']} ({run['state']}; started {started}, finished {finished})", _totals(run)]
-        lines += ["", "by block", _blocks(run)]
+        lines += ["", *_block_section(run, campaign["id"], most_clicked)]
         lines += ["", "by locale", _breakdown(run["by_locale"], "locale", "locale")]
         lines += ["", "by day", _breakdown(run["by_day"], "day", "day (UTC)")]
     return "\n".join(lines)

@@ -99,7 +99,8 @@ def test_attributes_are_free_form_and_names_a_template_sets_are_its_own():
 
 def test_unknown_names_phrases_and_slots_are_errors_that_say_what_exists():
     assert messages("{{ firstname }}", "subject") == [
-        "firstname: no such name; templates here can use campaign, contact, language, link, preferences_url, strings, unsubscribe_url"
+        "firstname: no such name; templates here can use"
+        " campaign, contact, language, link, preferences_url, strings, unsubscribe_url"
     ]
     assert messages("{{ strings.greting }}", phrases={"greeting"}) == [
         "strings.greting: no such phrase in the pack's strings; did you mean strings.greeting?"

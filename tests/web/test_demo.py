@@ -60,6 +60,15 @@ def test_demo_imports_the_audience_and_counts_the_example_segments(runner, sessi
     assert recorded["conversion"] == int(answers["conversions"]) > 0
     assert recorded["unsubscribe"] == 1 and recorded["bounce"] == 1
     assert re.search(r"^clicked \(human\) +(\d+) +(\d+)", first.output, re.M).group(2) == answers["clicks"]
+    # The block table is cut to the most clicked, and says so.
+    heading = re.search(
+        r"^by block: the (\d+) most clicked of (\d+) blocks shown \(`patron campaigns report \d+`", first.output, re.M
+    )
+    assert heading and 0 < int(heading.group(1)) <= 8 < int(heading.group(2))
+    table = first.output[heading.end() :].split("\n\n", 1)[0].splitlines()[1:]
+    assert (
+        len([row for row in table if row.strip() and not set(row.strip()) <= set("-  ")]) == int(heading.group(1)) + 1
+    )
     # One customer's interests, before and after their click and purchase: the clicked block's tags went up.
     before = dict(re.findall(r"(\w+) ([\d.]+)", re.search(r"^  before: (.*)$", first.output, re.M).group(1)))
     after = dict(re.findall(r"(\w+) ([\d.]+)", re.search(r"^  after: +(.*)$", first.output, re.M).group(1)))
