@@ -19,6 +19,9 @@ from flask.cli import ScriptInfo
 from config import SettingsError
 
 PROGRAM = "patron"
+# Every database id a command takes (a campaign, a run): ids are 64-bit, so a larger number is a usage error
+# naming the argument, not a database error.
+ID = click.IntRange(1, 2**63 - 1)
 
 
 def _create_app():
