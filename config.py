@@ -52,7 +52,7 @@ class Settings:
 def load_settings(environ: dict[str, str] | None = None, instance_path: Path | None = None) -> Settings:
     """Read the settings from ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
-    instance = Path(env.get("PATRON_INSTANCE_PATH") or instance_path or Path.cwd() / "instance").resolve()
+    instance = _instance_path(env, instance_path)
     return Settings(
         instance_path=instance,
         database_url=_database_url(env, instance),
@@ -67,6 +67,18 @@ def load_settings(environ: dict[str, str] | None = None, instance_path: Path | N
         **_dkim(env),
         **_bounces(env),
     )
+
+
+def _instance_path(env, default: Path | None) -> Path:
+    """PATRON_INSTANCE_PATH (default ``./instance``): a directory, made here with its parents if missing."""
+    instance = Path(env.get("PATRON_INSTANCE_PATH") or default or Path.cwd() / "instance").expanduser().resolve()
+    if instance.exists() and not instance.is_dir():
+        raise SettingsError("PATRON_INSTANCE_PATH", f"{instance} is a file; the instance must be a directory")
+    try:
+        instance.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError("PATRON_INSTANCE_PATH", f"cannot create the directory {instance}: {exc.strerror}") from None
+    return instance
 
 
 def _click_journal(env, instance: Path) -> Path | None:
@@ -152,18 +164,29 @@ def _secret_key(env, instance: Path) -> str:
             raise SettingsError("PATRON_SECRET_KEY", f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
         return key
     path = instance / SECRET_KEY_FILE
-    if path.exists():
-        return path.read_text().strip()
-    instance.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    # Created owner-only: the key signs tracking links and sessions.
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
+        if path.exists():
+            return _read_key(path)
+        key = secrets.token_urlsafe(48)
+        # Created owner-only: the key signs tracking links and sessions.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return _read_key(path)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+    except OSError as exc:
+        raise SettingsError(
+            "PATRON_SECRET_KEY", f"unset, and the key file {path} cannot be used: {exc.strerror}"
+        ) from None
     return key
+
+
+def _read_key(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise SettingsError("PATRON_SECRET_KEY", f"unset, and the key file {path} is not UTF-8 text") from None
 
 
 def _old_secret_keys(env) -> tuple[str, ...]:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import click
 import pytest
 
 from web.cli import ID
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TOO_BIG = str(2**63)  # one past the largest 64-bit id
 CAMPAIGN_COMMANDS = [
@@ -52,3 +59,59 @@ def test_an_id_past_64_bits_is_a_usage_error_naming_the_argument(runner, command
 def test_a_run_option_past_64_bits_is_a_usage_error(runner):
     result = runner.invoke(args=["campaigns", "report", "1", "--run", TOO_BIG])
     assert result.exit_code == 2 and "Invalid value for '--run'" in result.output
+
+
+def patron(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """``patron ARGS`` in a process of its own, from this checkout, as a shell runs it."""
+    program = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from web.cli import main; main()"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PATRON_")}
+    return subprocess.run(
+        [sys.executable, "-c", program, *args],
+        env={**environment, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def test_help_needs_no_instance_directory(tmp_path):
+    missing = tmp_path / "never" / "made"
+    for args in (["--help"], ["campaigns", "--help"], ["campaigns", "send", "--help"]):
+        result = patron(*args, env={"PATRON_INSTANCE_PATH": str(missing)}, cwd=tmp_path)
+        assert result.returncode == 0 and result.stdout.startswith("Usage: patron"), result.stderr
+    assert not (tmp_path / "never").exists()
+    listed = patron("--help", env={"PATRON_INSTANCE_PATH": "/etc/passwd"}, cwd=tmp_path)
+    assert listed.returncode == 0 and "campaigns" in listed.stdout and "Traceback" not in listed.stderr
+
+
+def test_an_instance_path_that_is_a_file_or_under_one_is_one_line_naming_the_variable(tmp_path):
+    a_file = tmp_path / "passwd"
+    a_file.write_text("root:x:0:0\n", encoding="utf-8")
+    for instance in (a_file, a_file / "instance"):
+        line = one_line_error(patron("campaigns", "list", env={"PATRON_INSTANCE_PATH": str(instance)}, cwd=tmp_path))
+        assert "PATRON_INSTANCE_PATH" in line and str(instance) in line
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://patron:hunter2@127.0.0.1:5432/patron_no_such_database",
+        "postgresql://patron:hunter2@127.0.0.1:1/patron",  # nothing listens on port 1
+    ],
+)
+@pytest.mark.parametrize("command", [["campaigns", "list"], ["campaigns", "show", "1"], ["db", "upgrade"]])
+def test_a_database_that_cannot_be_reached_is_one_line_with_the_url_and_no_password(tmp_path, url, command):
+    env = {"PATRON_INSTANCE_PATH": str(tmp_path / "instance"), "PATRON_DATABASE_URL": url}
+    line = one_line_error(patron(*command, env=env, cwd=tmp_path))
+    shown = url.replace("postgresql://", "postgresql+psycopg://").replace("hunter2", "***")
+    assert line.startswith(f"Error: cannot reach the database {shown}: connection failed: ")
+    assert "hunter2" not in line
