@@ -115,3 +115,12 @@ def test_a_database_that_cannot_be_reached_is_one_line_with_the_url_and_no_passw
     shown = url.replace("postgresql://", "postgresql+psycopg://").replace("hunter2", "***")
     assert line.startswith(f"Error: cannot reach the database {shown}: connection failed: ")
     assert "hunter2" not in line
+
+
+def test_a_base_url_with_a_header_in_it_stops_every_command_before_anything_is_sent(tmp_path):
+    env = {
+        "PATRON_INSTANCE_PATH": str(tmp_path / "instance"),
+        "PATRON_BASE_URL": "http://x.example\r\nBcc: v@example.com",
+    }
+    line = one_line_error(patron("campaigns", "list", env=env, cwd=tmp_path))
+    assert line == "Error: invalid setting PATRON_BASE_URL: must not contain a line break or other control character"
