@@ -124,3 +124,40 @@ def test_a_base_url_with_a_header_in_it_stops_every_command_before_anything_is_s
     }
     line = one_line_error(patron("campaigns", "list", env=env, cwd=tmp_path))
     assert line == "Error: invalid setting PATRON_BASE_URL: must not contain a line break or other control character"
+
+
+FILE_COMMANDS = {
+    "campaigns create": lambda path: ["campaigns", "create", path],
+    "segments count": lambda path: ["segments", "count", "--rules", path],
+    "contacts import": lambda path: ["contacts", "import", path],
+    "events import": lambda path: ["events", "import", path, "--channel", "pos"],
+    "content import": lambda path: ["content", "import", path],
+    "bounces process": lambda path: ["bounces", "process", "--maildir", path],
+}
+
+
+@pytest.mark.parametrize("command", FILE_COMMANDS)
+@pytest.mark.parametrize("kind", ["not UTF-8", "a directory", "missing"])
+def test_every_command_that_reads_a_file_says_what_is_wrong_with_it_in_one_line(runner, tmp_path, command, kind):
+    path = tmp_path / "input.yaml"
+    if kind == "not UTF-8":
+        path.write_bytes(b"name: ok\nsubject: \xe9t\xe9\n")
+        if command == "content import":  # a pack is a directory; its manifest is the file
+            path = tmp_path / "pack"
+            path.mkdir()
+            (path / "pack.yaml").write_bytes(b"key: \xff\n")
+    elif kind == "a directory":
+        path.mkdir()
+    result = runner.invoke(args=FILE_COMMANDS[command](str(path)))
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit), result.exception
+    error = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(error) == 1 and str(path) in error[0], result.output
+
+
+def test_a_campaign_file_not_in_utf8_is_named_with_its_line(runner, tmp_path):
+    path = tmp_path / "k2.yaml"
+    path.write_bytes(b"name: ok\nsubject: \xe9t\xe9\n")
+    result = runner.invoke(args=["campaigns", "create", str(path)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {path}, line 2: not UTF-8 text (byte 0xe9); save it as UTF-8\n"
