@@ -52,7 +52,7 @@ class Settings:
 def load_settings(environ: dict[str, str] | None = None, instance_path: Path | None = None) -> Settings:
     """Read the settings from ``environ`` (default: the process environment)."""
     env = os.environ if environ is None else environ
-    instance = Path(env.get("PATRON_INSTANCE_PATH") or instance_path or Path.cwd() / "instance").resolve()
+    instance = _instance_path(env, instance_path)
     return Settings(
         instance_path=instance,
         database_url=_database_url(env, instance),
@@ -67,6 +67,18 @@ def load_settings(environ: dict[str, str] | None = None, instance_path: Path | N
         **_dkim(env),
         **_bounces(env),
     )
+
+
+def _instance_path(env, default: Path | None) -> Path:
+    """PATRON_INSTANCE_PATH (default ``./instance``): a directory, made here with its parents if missing."""
+    instance = Path(env.get("PATRON_INSTANCE_PATH") or default or Path.cwd() / "instance").expanduser().resolve()
+    if instance.exists() and not instance.is_dir():
+        raise SettingsError("PATRON_INSTANCE_PATH", f"{instance} is a file; the instance must be a directory")
+    try:
+        instance.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError("PATRON_INSTANCE_PATH", f"cannot create the directory {instance}: {exc.strerror}") from None
+    return instance
 
 
 def _click_journal(env, instance: Path) -> Path | None:
@@ -105,8 +117,45 @@ def _delivery_url(env, instance: Path) -> str:
     raw = env.get("PATRON_DELIVERY_URL") or f"outbox://{instance / 'outbox'}"
     scheme = raw.partition(":")[0]
     if scheme not in ("outbox", "smtp"):
-        raise SettingsError("PATRON_DELIVERY_URL", f"must start with outbox: or smtp://, got {scheme!r}")
+        raise SettingsError("PATRON_DELIVERY_URL", f"must start with outbox: or smtp://, got {printable(scheme)!r}")
+    # An outbox is a local path, which may hold spaces; an SMTP server is a host on the network.
+    check_url("PATRON_DELIVERY_URL", raw, network=scheme == "smtp")
     return raw
+
+
+HOST = re.compile(r"[a-z0-9]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-9])?)*\.?|[0-9a-f:.]*:[0-9a-f:.%a-z]*")
+
+
+def check_url(variable: str, raw: str, *, network: bool) -> None:
+    """Refuse a URL setting that would break what it is put into (a header, a connection): a control character
+    anywhere, whitespace in a ``network`` URL, and there a host that is not a host name or IP address, or a port
+    outside 1-65535. The error names the variable and the fault, never the URL (it may hold a password)."""
+    if not all(c.isprintable() or c == " " for c in raw):
+        raise SettingsError(variable, "must not contain a line break or other control character")
+    if not network:
+        return
+    if any(c.isspace() for c in raw):
+        raise SettingsError(variable, "must not contain spaces (a space in a password is written %20)")
+    parts = urlsplit(raw)
+    host = parts.hostname or ""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_host = ""
+    if not HOST.fullmatch(ascii_host):
+        raise SettingsError(variable, f"needs a host name or IP address after //, got {printable(host)!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:  # a given port that is not a number from 1 to 65535 (None: the scheme's default)
+        given = parts.netloc.rpartition("@")[2].rpartition(":")[2]
+        raise SettingsError(variable, f"the port must be a number from 1 to 65535, got {printable(given)!r}")
+
+
+def printable(text) -> str:
+    """``text`` safe in one line on a terminal: a control character shows as its escape, never acts."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def _dkim(env) -> dict:
@@ -139,6 +188,10 @@ def _database_url(env, instance: Path) -> str:
     backend = url.get_backend_name()
     if backend not in ("sqlite", "postgresql"):
         raise SettingsError("PATRON_DATABASE_URL", f"Patron runs on sqlite or postgresql, not {backend!r}")
+    if backend == "postgresql" and not url.host:
+        check_url("PATRON_DATABASE_URL", raw, network=False)  # a local socket: no host to check
+    else:
+        check_url("PATRON_DATABASE_URL", raw, network=backend == "postgresql")
     if backend == "postgresql" and url.drivername == "postgresql":
         # The bare scheme means psycopg2 to SQLAlchemy; Patron ships psycopg 3.
         url = url.set(drivername="postgresql+psycopg")
@@ -152,18 +205,29 @@ def _secret_key(env, instance: Path) -> str:
             raise SettingsError("PATRON_SECRET_KEY", f"must be at least {MIN_SECRET_KEY_LENGTH} characters long")
         return key
     path = instance / SECRET_KEY_FILE
-    if path.exists():
-        return path.read_text().strip()
-    instance.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    # Created owner-only: the key signs tracking links and sessions.
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key + "\n")
+        if path.exists():
+            return _read_key(path)
+        key = secrets.token_urlsafe(48)
+        # Created owner-only: the key signs tracking links and sessions.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            return _read_key(path)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+    except OSError as exc:
+        raise SettingsError(
+            "PATRON_SECRET_KEY", f"unset, and the key file {path} cannot be used: {exc.strerror}"
+        ) from None
     return key
+
+
+def _read_key(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError:
+        raise SettingsError("PATRON_SECRET_KEY", f"unset, and the key file {path} is not UTF-8 text") from None
 
 
 def _old_secret_keys(env) -> tuple[str, ...]:
@@ -183,7 +247,8 @@ def _base_url(env) -> str:
     raw = env.get("PATRON_BASE_URL") or "http://127.0.0.1:5000"
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SettingsError("PATRON_BASE_URL", f"must be an http(s) URL with a host, got {raw!r}")
+        raise SettingsError("PATRON_BASE_URL", f"must be an http(s) URL with a host, got {printable(raw)!r}")
+    check_url("PATRON_BASE_URL", raw, network=True)  # it goes into every message's links and headers
     if parts.query or parts.fragment:
         raise SettingsError("PATRON_BASE_URL", "must not carry a query or fragment")
     return raw.rstrip("/")

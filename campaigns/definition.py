@@ -155,9 +155,15 @@ def load_definition(path: Path | str) -> dict[str, Any]:
     """Read and check a campaign YAML file."""
     path = Path(path)
     try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        data = load_yaml(raw.decode("utf-8-sig"))
     except OSError as exc:
         raise CampaignError(f"{path}: cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise CampaignError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark else ""

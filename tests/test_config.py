@@ -46,6 +46,18 @@ def test_postgresql_urls_use_psycopg_3(tmp_path):
         ("PATRON_SOFT_BOUNCE_LIMIT", "2.5", "whole number"),
         ("PATRON_SOFT_BOUNCE_LIMIT", "0", "positive"),
         ("PATRON_SOFT_BOUNCE_DAYS", "soon", "must be a number"),
+        ("PATRON_BASE_URL", "http://x.example\r\nBcc: victim@example.com", "line break"),
+        ("PATRON_BASE_URL", "http://x.example\t/", "control character"),
+        ("PATRON_BASE_URL", "http://x .example", "spaces"),
+        ("PATRON_BASE_URL", "http://shop!.example", "host name or IP address"),
+        ("PATRON_BASE_URL", "https://x.example:0", "port must be a number from 1 to 65535, got '0'"),
+        ("PATRON_DELIVERY_URL", "smtp://u:hunter2@host:99999", "port must be a number from 1 to 65535, got '99999'"),
+        ("PATRON_DELIVERY_URL", "smtp://u:hunter2@host:25x", "port must be a number"),
+        ("PATRON_DELIVERY_URL", "smtp://u:hunter2@:25", "host name"),
+        ("PATRON_DELIVERY_URL", "smtp://u:hunter 2@mail.example:25", "spaces"),
+        ("PATRON_DELIVERY_URL", "outbox:///var/mail\nBcc", "line break"),
+        ("PATRON_DATABASE_URL", "postgresql://u:hunter2@db:70000/patron", "port must be a number"),
+        ("PATRON_DATABASE_URL", "sqlite:////tmp/x\r.db", "control character"),
     ],
 )
 def test_a_bad_value_names_its_variable(tmp_path, variable, value, message):
@@ -53,6 +65,22 @@ def test_a_bad_value_names_its_variable(tmp_path, variable, value, message):
         load_settings({variable: value}, instance_path=tmp_path)
     assert raised.value.variable == variable
     assert str(raised.value).startswith(variable)
+    assert "hunter" not in str(raised.value)  # a password is never shown
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("PATRON_BASE_URL", "https://bücher.example:8443/patron"),
+        ("PATRON_BASE_URL", "http://[::1]:5000"),
+        ("PATRON_DELIVERY_URL", "smtp://user:p%20w@mail.example:587?security=starttls"),
+        ("PATRON_DELIVERY_URL", "outbox:///home/me/My Outbox"),  # a local path may hold spaces
+        ("PATRON_DATABASE_URL", "postgresql:///patron?host=/var/run/postgresql"),
+        ("PATRON_DATABASE_URL", "sqlite:////home/me/My Patron/patron.db"),
+    ],
+)
+def test_good_urls_pass(tmp_path, variable, value):
+    load_settings({variable: value}, instance_path=tmp_path)
 
 
 def test_the_cli_stops_with_one_line_naming_the_variable(tmp_path, monkeypatch):

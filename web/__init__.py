@@ -7,6 +7,7 @@ other package and passes settings down to them as arguments.
 
 from __future__ import annotations
 
+import click
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -52,14 +53,24 @@ def create_app(test_config: dict | None = None) -> Flask:
     csrf = CSRFProtect(app)  # every form; views that take no form opt out here
     csrf.exempt(one_click_unsubscribe)  # RFC 8058: mail providers POST with no cookie and no token
     app.register_blueprint(tracking_bp)
-    app.cli.add_command(contacts_group)
-    app.cli.add_command(events_group)
-    app.cli.add_command(segments_group)
-    app.cli.add_command(content_group)
-    app.cli.add_command(campaigns_group)
-    app.cli.add_command(demo_command)
-    app.cli.add_command(serve_command)
-    app.cli.add_command(bounces_group)
-    app.cli.add_command(clicks_group)
+    for command in commands():
+        app.cli.add_command(command)
     api.init_app(app)  # after CSRFProtect, which it is exempt from
     return app
+
+
+def commands() -> list[click.Command]:
+    """Every ``patron`` command group and command; each builds the app only when it runs (``with_appcontext``)."""
+    return [
+        contacts_group,
+        events_group,
+        segments_group,
+        content_group,
+        campaigns_group,
+        demo_command,
+        serve_command,
+        bounces_group,
+        clicks_group,
+        db.db_group,
+        api.api_keys_group,
+    ]

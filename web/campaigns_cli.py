@@ -44,7 +44,7 @@ from web.campaigns_format import (
     to_json,
     when,
 )
-from web.cli import command_name
+from web.cli import ID, command_name
 from web.db import get_session
 from web.reports_cli import report_command
 from web.segments_cli import table  # every noun's list reads the same
@@ -166,7 +166,7 @@ def launch(campaign_id: int, run_id: int, workers: int, wait: bool) -> None:
 
 
 @campaigns_group.command("send")
-@click.argument("campaign_id", type=int)
+@click.argument("campaign_id", type=ID)
 @wait_option
 @workers_option
 @click.option("--again", is_flag=True, help="Send once more after a finished run: to everyone the rules select now.")
@@ -184,7 +184,7 @@ def send_command(campaign_id, wait, workers, again):
 
 
 @campaigns_group.command("work", hidden=True)
-@click.argument("run_id", type=int)
+@click.argument("run_id", type=ID)
 @workers_option
 @with_appcontext
 def work_command(run_id, workers):
@@ -196,7 +196,7 @@ def work_command(run_id, workers):
 
 
 @campaigns_group.command("status")
-@click.argument("campaign_id", type=int)
+@click.argument("campaign_id", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @with_appcontext
 def status_command(campaign_id, as_json):
@@ -263,7 +263,7 @@ def list_command(as_json):
 
 
 @campaigns_group.command("show")
-@click.argument("campaign_id", type=int)
+@click.argument("campaign_id", type=ID)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @with_appcontext
 def show_command(campaign_id, as_json):
@@ -295,7 +295,7 @@ def show_command(campaign_id, as_json):
 
 
 @campaigns_group.command("pause")
-@click.argument("campaign_id", type=int)
+@click.argument("campaign_id", type=ID)
 @with_appcontext
 def pause_command(campaign_id):
     """Pause the running send; nothing pending is lost."""
@@ -304,7 +304,7 @@ def pause_command(campaign_id):
 
 
 @campaigns_group.command("resume")
-@click.argument("campaign_id", type=int)
+@click.argument("campaign_id", type=ID)
 @wait_option
 @workers_option
 @with_appcontext
@@ -320,7 +320,7 @@ def resume_command(campaign_id, wait, workers):
 
 
 @campaigns_group.command("cancel")
-@click.argument("campaign_id", type=int)
+@click.argument("campaign_id", type=ID)
 @with_appcontext
 def cancel_command(campaign_id):
     """Cancel the run: messages not yet sent are skipped."""
@@ -329,7 +329,7 @@ def cancel_command(campaign_id):
 
 
 @campaigns_group.command("resend-unknown")
-@click.argument("campaign_id", type=int)
+@click.argument("campaign_id", type=ID)
 @wait_option
 @workers_option
 @with_appcontext
@@ -344,7 +344,7 @@ def resend_unknown_command(campaign_id, wait, workers):
 
 
 @campaigns_group.command("preview")
-@click.argument("campaign_id", type=int)
+@click.argument("campaign_id", type=ID)
 @click.option("--contact", "email", required=True, help="The contact's email address.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), help="Also write the HTML here.")
 @with_appcontext

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from config import printable  # noqa: F401  (one escape for settings and terminal output alike)
 from delivery.ledger import FrequencyCap
 
 COUNTED = ("sent", "pending", "sending", "failed", "skipped", "unknown")
@@ -20,11 +21,6 @@ def skipped_line(run: dict) -> str:
     """Why a run skipped whom: ``968 skipped: 968 frequency cap (2 in 7 days)``."""
     reasons = ", ".join(f"{count:,} {printable(reason)}" for reason, count in run["skipped_by_reason"].items())
     return f"{run['skipped']:,} skipped: {reasons}"
-
-
-def printable(text) -> str:
-    """``text`` safe on a terminal: a control character shows as its escape, never acts."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
 def to_json(value) -> str:

@@ -13,12 +13,16 @@ import shutil
 import sys
 
 import click
-from flask import has_app_context
 from flask.cli import ScriptInfo
+from sqlalchemy.exc import DBAPIError
 
 from config import SettingsError
+from web.db import connection_failed, unreachable
 
 PROGRAM = "patron"
+# Every database id a command takes (a campaign, a run): ids are 64-bit, so a larger number is a usage error
+# naming the argument, not a database error.
+ID = click.IntRange(1, 2**63 - 1)
 
 
 def _create_app():
@@ -32,25 +36,38 @@ def _create_app():
 
 
 class PatronGroup(click.Group):
-    """A group whose commands are the app's (``app.cli``), the app built by the factory on first need."""
+    """A group of Patron's commands (``web.commands``); the app is built by the factory only when one runs.
+
+    ``--help`` at any level needs no settings, instance directory or database. Every command is
+    ``with_appcontext``, which builds the app through the ScriptInfo in the context. A database that cannot
+    be reached ends any command with one line (see ``web.db.unreachable``), however deep the failure.
+    """
 
     def make_context(self, info_name, args, parent=None, **extra):
-        # ``with_appcontext`` finds the app through the ScriptInfo in the context.
         extra.setdefault("obj", ScriptInfo(create_app=_create_app, set_debug_flag=False))
         return super().make_context(info_name, args, parent, **extra)
 
     def list_commands(self, ctx):
-        return sorted(self._app_commands(ctx).list_commands(ctx))
+        return sorted(self._commands())
 
     def get_command(self, ctx, name):
-        return self._app_commands(ctx).get_command(ctx, name)
+        return self._commands().get(name)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DBAPIError as exc:
+            if not connection_failed(exc):
+                raise
+            # The app was built, or no connection would have been tried; load_app returns that one.
+            url = ctx.ensure_object(ScriptInfo).load_app().config["PATRON_DATABASE_URL"]
+            raise unreachable(url, exc) from None
 
     @staticmethod
-    def _app_commands(ctx) -> click.Group:
-        app = ctx.ensure_object(ScriptInfo).load_app()
-        if not has_app_context():
-            ctx.with_resource(app.app_context())
-        return app.cli
+    def _commands() -> dict[str, click.Command]:
+        from web import commands  # here, as _create_app
+
+        return {command.name: command for command in commands()}
 
 
 @click.group(PROGRAM, cls=PatronGroup)

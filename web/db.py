@@ -1,4 +1,4 @@
-"""The engine and session factory for one app, and ``patron db``."""
+"""The engine and session factory for one app, ``patron db``, and how a database that cannot be reached is told."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask, current_app, g
 from flask.cli import with_appcontext
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 import migrations
+from config import SettingsError
 from delivery.clicks import Target, TargetReader
+from delivery.journal import first_line
 from segments.db import make_engine, make_reader, make_session_factory
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
@@ -24,7 +28,13 @@ def init_app(app: Flask) -> None:
     """Give ``app`` its engine, a request-scoped session and the ``db`` commands."""
     url = app.config["PATRON_DATABASE_URL"]
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(url.removeprefix("sqlite:///")).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SettingsError(
+                "PATRON_DATABASE_URL", f"cannot create the directory {folder}: {exc.strerror}"
+            ) from None
     engine = make_engine(url)
     app.extensions["patron_engine"] = engine
     app.extensions["patron_sessions"] = make_session_factory(engine)
@@ -32,7 +42,19 @@ def init_app(app: Flask) -> None:
     app.extensions["patron_reader"] = reader = make_reader(url, pool_size=8)
     app.extensions["patron_click_target"] = TargetReader(reader)
     app.teardown_appcontext(close_session)
-    app.cli.add_command(db_group)
+
+
+def connection_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is the driver refusing to connect (no server, no such database, bad credentials):
+    SQLAlchemy wraps a failed connect with no statement."""
+    return isinstance(exc, DBAPIError) and exc.statement is None
+
+
+def unreachable(url, exc: BaseException) -> click.ClickException:
+    """The one line a command ends with when the database at ``url`` (a string or URL) cannot be reached:
+    the URL with its password hidden, and the driver's first line."""
+    where = make_url(url).render_as_string(hide_password=True)
+    return click.ClickException(f"cannot reach the database {where}: {first_line(exc)}")
 
 
 def dispose(app: Flask) -> None:

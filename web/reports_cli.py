@@ -17,11 +17,11 @@ from flask.cli import with_appcontext
 from campaigns.definition import CampaignError
 from campaigns.reports import report
 from web.campaigns_format import printable, when
+from web.cli import ID
 from web.db import get_session
 from web.segments_cli import table
 
 LANGUAGE = "en"
-ID = click.IntRange(1, 2**63 - 1)  # ids are 64-bit: a larger number is a usage error, not a database error
 
 
 def _json_default(value):

@@ -18,8 +18,7 @@ from flask.cli import with_appcontext
 from gunicorn.app.base import BaseApplication
 from sqlalchemy.exc import SQLAlchemyError
 
-from delivery.journal import first_line
-from web.db import check_schema
+from web.db import check_schema, unreachable
 
 # Gunicorn's combined-log format plus the time taken, in microseconds.
 ACCESS_LOG_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)sus'
@@ -96,9 +95,8 @@ def serve_command(host: str, port: int, workers: int, threads: int):
     engine = current_app.extensions["patron_engine"]
     try:
         check_schema(engine)
-    except SQLAlchemyError as exc:
-        where = engine.url.render_as_string(hide_password=True)
-        raise click.ClickException(f"cannot reach the database {where}: {first_line(exc)}") from None
+    except SQLAlchemyError as exc:  # unreached, or answering but not as a Patron database should
+        raise unreachable(engine.url, exc) from None
     finally:
         engine.dispose()  # the workers open their own connections
     check_address_free(host, port)
