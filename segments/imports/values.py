@@ -13,6 +13,7 @@ from typing import TypeVar
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH, LOCAL_PART_MAX_LENGTH
 
+from segments.interests import MAX_SCORE
 from segments.models import (
     CHANNEL_LENGTH,
     EMAIL_LENGTH,
@@ -27,7 +28,6 @@ T = TypeVar("T")
 ATTRIBUTE_NAME_LENGTH = TAG_LENGTH
 ATTRIBUTE_VALUE_LENGTH = 1000
 EVENT_TYPE_LENGTH = 64
-MAX_SCORE = 1_000_000.0
 
 # BCP 47 language tags as mail clients and browsers send them: language,
 # optional script, optional region, optional variants.
@@ -191,13 +191,13 @@ def identifier(value: str) -> str:
 
 
 def score(value: str | float) -> float:
-    """An interest score: a finite number from 0 to a million."""
+    """An interest score: a finite number from 0 to MAX_SCORE, the top of the scale learning keeps scores on."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise BadValue(f"{value!r} is not a number") from None
     if not math.isfinite(number) or not 0 <= number <= MAX_SCORE:
-        raise BadValue(f"{value!r} is not a score from 0 to {MAX_SCORE:,.0f}")
+        raise BadValue(f"{value!r} is not a score from 0 to {MAX_SCORE:g}")
     return number
 
 
