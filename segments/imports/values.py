@@ -13,6 +13,7 @@ from typing import TypeVar
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH, LOCAL_PART_MAX_LENGTH
 
+from segments.event_times import implausible
 from segments.interests import MAX_SCORE
 from segments.models import (
     CHANNEL_LENGTH,
@@ -272,8 +273,18 @@ def timestamp(value: str) -> datetime:
         raise BadValue("is empty" if raw in ("", None) else f"{raw!r} is not an ISO 8601 time")
     try:
         moment = datetime.fromisoformat(raw)
+        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
     except ValueError:
         raise BadValue(f"{raw!r} is not an ISO 8601 time such as '2026-11-23T10:00:00Z'") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+02:00 is a moment before year 1 in UTC
+        raise BadValue(f"{raw!r} is outside the years 1 to 9999 in UTC") from None
+
+
+def occurred_at(value: str, now: datetime | None = None) -> datetime:
+    """When an event happened: an ISO 8601 time (see :func:`timestamp`) that
+    :func:`segments.event_times.implausible` allows at ``now`` (default: the clock)."""
+    moment = timestamp(value)
+    problem = implausible(moment, now or datetime.now(timezone.utc))
+    if problem is not None:
+        raise BadValue(problem)
+    return moment
