@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import unicodedata
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -14,7 +16,7 @@ from delivery.learning import CLICK_POINTS, raise_interests
 from delivery.responses import ConversionError, record_conversion
 from segments.db import utcnow
 from segments.event_times import CLOCK_SKEW
-from segments.imports import RejectList, import_contacts, import_events
+from segments.imports import RejectList, import_contacts, import_events, values
 from segments.models import Contact, Event, Interest
 
 # What a text field must refuse: C0 and C1 controls, line and paragraph separators, bidi embeddings,
@@ -107,3 +109,69 @@ def test_a_conversion_follows_the_same_rule(session, when):
             half_life_days=30,
             source="test",
         )
+
+
+# -- invisible and control characters ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029", "\u202e", "\u2066", "\x9b"])
+def test_invisible_characters_are_rejected_in_every_text_column(session, char):
+    code = f"U+{ord(char):04X}"
+    header = "email,first_name,attr:note,id:shop\n"
+    summary, reasons = contacts(
+        session,
+        header
+        + f"a@example.com,Eve{char}Bcc: victim2@example.com,,\n"
+        + f"b@example.com,,x{char}y,\n"
+        + f"c@example.com,,,S{char}1\n"
+        + f"d{char}@example.com,,,\n"
+        + "ok@example.com,Zoë \u200d,,\n",
+    )
+    assert (summary.created, summary.rejected) == (1, 4)
+    for line, column in [(2, "first_name"), (3, "attr:note"), (4, "id:shop"), (5, "email")]:
+        assert reasons[line].startswith(f"{column}: ") and code in reasons[line], reasons[line]
+
+    record = {"type": "call", "occurred_at": "2026-11-01T10:00:00Z", "phone": "+34600000001"}
+    lines = [
+        {**record, "properties": {"note": f"a{char}b"}},
+        {**record, "type": f"ca{char}ll"},
+        {**record, "identities": {"shop": f"S{char}2"}},
+    ]
+    summary, reasons = events(session, "\n".join(json.dumps(line) for line in lines) + "\n", format="jsonl")
+    assert summary.rejected == 3
+    assert [reasons[n].split(":")[0] for n in (1, 2, 3)] == ["properties.note", "type", "id"]
+    assert all(code in reason for reason in reasons.values())
+
+
+@given(before=st.text(VISIBLE, max_size=20), char=INVISIBLE, after=st.text(VISIBLE, max_size=20))
+def test_any_text_with_an_invisible_control_is_rejected(before, char, after):
+    for multi_line in (False, True):
+        if multi_line and char in "\t\n\r":
+            continue  # a multi-line value may hold tabs and line breaks
+        with pytest.raises(values.BadValue, match=f"U\\+{ord(char):04X}|line break"):
+            values.text(before + "x" + char + "x" + after, 100, multi_line=multi_line)
+        if char not in "\t\n\r":  # ordinary whitespace around a value is trimmed; these are refused even there
+            with pytest.raises(values.BadValue, match=f"U\\+{ord(char):04X}"):
+                values.text(before + char, 100, multi_line=multi_line)
+
+
+@given(value=st.text(VISIBLE, max_size=40))
+def test_any_text_without_one_passes(value):
+    assert values.text(value, 100) == value.strip(values.TRIMMED)
+    assert values.text(value, 100, multi_line=True) == value.strip(values.TRIMMED)
+
+
+def test_the_refused_set_follows_unicode_categories():
+    for code in range(0x30000):
+        char = chr(code)
+        category = unicodedata.category(char)
+        bidi = unicodedata.bidirectional(char) in {"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"}
+        if category == "Cs":
+            continue
+        refused = category in ("Cc", "Zl", "Zp") or bidi
+        try:
+            values.text(f"a{char}b", 10)
+        except values.BadValue:
+            assert refused, f"U+{code:04X} ({category}) is refused"
+        else:
+            assert not refused, f"U+{code:04X} ({category}) is accepted"

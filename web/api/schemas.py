@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
@@ -11,6 +10,7 @@ from babel.numbers import get_currency_precision, is_currency
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from segments.event_times import implausible
+from segments.imports.values import unseen_char
 from segments.models import EMAIL_LENGTH, IDENTIFIER_LENGTH
 
 MAX_VALUE = Decimal(10) ** 12  # a trillion in the major unit: far above any order, far below BIGINT minor units
@@ -18,14 +18,14 @@ MAX_PLACES = 6
 MAX_ID = 2**63 - 1
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
 _CLICK = re.compile(r"([1-9][0-9]{0,17})\.([A-Za-z0-9_.-]{1,64})")
-# Control characters, lone surrogates (JSON can encode them; no database stores them) and line separators.
-_FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
 
 
 def printable_text(value: str) -> None:
-    """Reject text holding control characters, lone surrogates or line separators."""
-    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value):
-        raise ValidationError("must not contain control characters")
+    """Reject text holding what imports refuse: control characters, line separators, bidirectional
+    controls, lone surrogates (JSON can encode them; no database stores them)."""
+    problem = unseen_char(value)
+    if problem is not None:
+        raise ValidationError(problem.replace("contains", "must not contain", 1))
 
 
 class Amount(fields.Field):
