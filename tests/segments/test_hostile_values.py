@@ -16,7 +16,7 @@ from delivery.learning import CLICK_POINTS, raise_interests
 from delivery.responses import ConversionError, record_conversion
 from segments.db import utcnow
 from segments.event_times import CLOCK_SKEW
-from segments.imports import RejectList, import_contacts, import_events, values
+from segments.imports import FileProblem, RejectList, import_contacts, import_events, values
 from segments.models import Contact, Event, Interest
 
 # What a text field must refuse: C0 and C1 controls, line and paragraph separators, bidi embeddings,
@@ -175,3 +175,35 @@ def test_the_refused_set_follows_unicode_categories():
             assert refused, f"U+{code:04X} ({category}) is refused"
         else:
             assert not refused, f"U+{code:04X} ({category}) is accepted"
+
+
+# -- encodings: say what the file is ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "encoding, guess",
+    [
+        ("utf-16", "UTF-16"),
+        ("utf-16-le", "UTF-16"),
+        ("utf-16-be", "UTF-16"),
+        ("utf-32", "UTF-32"),
+        ("utf-32-le", "UTF-32"),
+    ],
+)
+def test_a_utf16_or_utf32_file_is_named_as_such(session, encoding, guess):
+    data = "email,first_name\nana@example.com,Ana\n".encode(encoding)
+    with pytest.raises(FileProblem) as caught:
+        contacts(session, data)
+    message = str(caught.value)
+    assert f"not UTF-8 (it looks like {guess}: save it as UTF-8)" in message
+    assert "\\x" not in message and "\\u" not in message
+    with pytest.raises(FileProblem, match=f"looks like {guess}"):
+        import_events(session, io.BytesIO(data), channel="pos")
+
+
+def test_a_header_that_is_not_utf8_is_named_as_such(session):
+    with pytest.raises(FileProblem) as caught:
+        contacts(session, "email,prénom\nana@example.com,Ana\n".encode("latin-1"))
+    assert "not UTF-8" in str(caught.value) and "0xE9" in str(caught.value)
+    with pytest.raises(FileProblem, match="not UTF-8"):
+        contacts(session, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
