@@ -22,12 +22,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from segments.db import UTCDateTime, as_recordset, recordset_insert
-from segments.interests import decayed_score_sql
+from segments.interests import MAX_SCORE, decayed_score_sql
 from segments.models import TAG_LENGTH, Interest
 
 CLICK_POINTS = 1.0
 CONVERSION_POINTS = 5.0
-MAX_SCORE = 100.0
 ROW = ("contact_id", "tag", "score", "updated_at")  # an upserted interest
 
 

@@ -28,6 +28,7 @@ from delivery import learning
 from delivery.machine import PREFETCH, client_reason
 from delivery.models import Delivery, Link, Response
 from segments.db import UTCDateTime, insert_for, utcnow
+from segments.event_times import implausible
 from segments.imports.values import BadValue
 from segments.imports.values import email as normalized_email
 from segments.models import IDENTIFIER_LENGTH, MARKETING, PROFILING, TRACKING, Consent, Contact, Event
@@ -38,7 +39,6 @@ SOURCE = "patron"
 RECORDED_STATUSES = ("sent", "unknown")  # a message that may have reached someone
 USER_AGENT_KEPT = 255  # the column's size: longer user agents are cut, not refused
 MAX_VALUE_MINOR = 10**15  # a bound far above any order, far below BIGINT
-FUTURE_SKEW = timedelta(days=1)  # a conversion may come from a clock this far ahead
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A delivery's run, without importing campaigns (delivery may import segments only).
 _runs = table("runs", column("id"), column("campaign_id"))
@@ -426,8 +426,9 @@ def _occurred_at(occurred_at, now: datetime) -> datetime:
     if occurred_at.tzinfo is None:
         raise ConversionError("occurred_at: must carry a time zone (UTC offset)")
     occurred_at = occurred_at.astimezone(UTC)
-    if occurred_at > now + FUTURE_SKEW:
-        raise ConversionError("occurred_at: is in the future")
+    problem = implausible(occurred_at, now)
+    if problem is not None:
+        raise ConversionError(f"occurred_at: {problem}")
     return occurred_at
 
 

@@ -29,6 +29,8 @@ from segments.db import UTCDateTime
 SECONDS_PER_DAY = 86400.0
 MAX_HALF_LIVES = 1000.0  # 0.5 ** 1000 is about 1e-301, still a normal double
 MIN_SCORE = 1e-20  # times 0.5 ** 1000 stays above the smallest double
+# The top of the one scale every score lives on: learning clamps raises at it, imports refuse more.
+MAX_SCORE = 100.0
 
 
 def decayed_score(score: float, updated_at: datetime, now: datetime, half_life_days: float) -> float:

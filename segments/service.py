@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from segments.compiler import count_contacts, preview_contacts
+from segments.imports import values
 from segments.models import Contact, Segment
 from segments.plain_data import refused_char
 from segments.rules import Rule, RuleError, parse_rules, rule_to_data
@@ -38,7 +39,7 @@ def create_segment(
     session: Session, name: str, rules: Rule | dict[str, Any], description: str | None = None
 ) -> Segment:
     """Save a new segment; RuleError if the rules are invalid, DuplicateSegment if the name is taken."""
-    name = _checked_name(name)
+    name = checked_name(name)
     description = _checked_description(description)
     data = rule_to_data(parse_rules(rules))
     if get_segment_by_name(session, name) is not None:
@@ -66,9 +67,9 @@ def update_segment(
 
 def save_segment(session: Session, name: str, rules: Rule | dict[str, Any], description: str | None = None) -> Segment:
     """Create the segment, or replace the rules (and description, if given) of the one with that name."""
-    if get_segment_by_name(session, _checked_name(name)) is None:
+    if get_segment_by_name(session, checked_name(name)) is None:
         return create_segment(session, name, rules, description)
-    return update_segment(session, name.strip(), rules=rules, description=description)
+    return update_segment(session, checked_name(name), rules=rules, description=description)
 
 
 def get_segment_by_name(session: Session, name: str) -> Segment | None:
@@ -103,12 +104,15 @@ def preview_segment(
     return preview_contacts(session, segment_rule(segment), limit, now=now, half_life_days=half_life_days)
 
 
-def _checked_name(name: str) -> str:
-    name = name.strip() if isinstance(name, str) else ""
-    if not name or len(name) > NAME_LENGTH:
-        raise SegmentError(f"a segment name must be 1 to {NAME_LENGTH} characters, not {name!r}")
-    if (problem := refused_char(name)) is not None:
-        raise SegmentError(f"a segment name {problem}: {ascii(name)}")
+def checked_name(name: str) -> str:
+    """``name`` trimmed, as a segment can be called; SegmentError for an empty or too long name, or one holding
+    a line break, a control or an invisible character (the rules of imported text, ``values.text``)."""
+    try:
+        name = values.text(name if isinstance(name, str) else "", NAME_LENGTH)
+    except values.BadValue as exc:
+        raise SegmentError(f"a segment name {exc}: {ascii(name)}") from None
+    if not name:
+        raise SegmentError("a segment name must not be empty")
     return name
 
 

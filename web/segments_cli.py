@@ -19,6 +19,7 @@ from segments.rules import Rule, RuleError, load_rules_file
 from segments.service import (
     DuplicateSegment,
     SegmentError,
+    checked_name,
     create_segment,
     get_segment_by_name,
     list_segments,
@@ -42,16 +43,28 @@ def segments_group():
     """Save, count and preview segments: rules that select contacts."""
 
 
+def _name(_ctx, _param, value: str) -> str:
+    """A segment NAME as it will be saved: trimmed, one line, no control or invisible characters, within the limit."""
+    try:
+        return checked_name(value)
+    except SegmentError as err:
+        raise click.BadParameter(str(err)) from None
+
+
 @segments_group.command("create")
-@click.argument("name")
+@click.argument("name", callback=_name)
 @click.option(
-    "--rules", "rules_path", required=True, type=click.Path(exists=True, dir_okay=False), help="The rules file."
+    "--rules",
+    "rules_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The rules file, .json, .yaml or .yml.",
 )
 @click.option("--description", help="What the segment is for, in words.")
 @click.option("--replace", is_flag=True, help="Replace the rules of an existing segment with this name.")
 @with_appcontext
 def create_command(name, rules_path, description, replace):
-    """Save the rules in FILE as the segment NAME."""
+    """Save the rules of the --rules file as the segment NAME."""
     rule = _load(rules_path)
     session = get_session()
     try:

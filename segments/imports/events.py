@@ -48,7 +48,7 @@ def _event(line: int, external_id, type_, occurred_at, keys, properties) -> Inco
     except values.BadValue as exc:
         raise values.BadValue(f"type: {exc}") from None
     try:
-        moment = values.timestamp(occurred_at)
+        moment = values.occurred_at(occurred_at)
     except values.BadValue as exc:
         raise values.BadValue(f"occurred_at: {exc}") from None
     if not keys:

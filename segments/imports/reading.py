@@ -10,6 +10,7 @@ are handed out again and read as records of their own.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -73,12 +74,64 @@ class Record:
         return f"line {self.line}" if self.last_line == self.line else f"lines {self.line}-{self.last_line}"
 
 
+# Byte-order marks of the encodings a spreadsheet may save "Unicode text" in; UTF-32's first, as UTF-32LE's
+# starts with UTF-16LE's.
+BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+SNIFFED_BYTES = 4096
+
+
 def open_text(counter: CountingReader) -> io.TextIOWrapper:
     # A BOM is dropped; bytes that aren't UTF-8 survive as lone surrogates so
     # that the one row holding them is rejected, not the whole file.
     return io.TextIOWrapper(
         io.BufferedReader(counter, 1 << 16), encoding="utf-8-sig", errors="surrogateescape", newline=""
     )
+
+
+def first_line_bytes(text: io.TextIOWrapper) -> bytes:
+    """The first line of a text stream not yet read from, as bytes (at most SNIFFED_BYTES), without consuming it."""
+    peek = getattr(getattr(text, "buffer", None), "peek", None)
+    if peek is None:
+        return b""
+    head = peek(SNIFFED_BYTES)[:SNIFFED_BYTES]
+    end = head.find(b"\n")
+    return head if end < 0 else head[: end + 2]  # a UTF-16LE line break is "\n\x00"
+
+
+def encoding_problem(head: bytes) -> str | None:
+    """Why a file whose first line is ``head`` is not UTF-8 text, naming what it looks like; None if it may be.
+
+    Only for a header row: a data row with odd bytes is rejected by itself, the import goes on.
+    """
+    for bom, name in BOMS:
+        if head.startswith(bom):
+            return f"the file is not UTF-8 (it looks like {name}: save it as UTF-8)"
+    if b"\x00" not in head:
+        return None
+    # Without a BOM, text of Latin letters in UTF-32 has NULs in the middle two bytes of every four,
+    # in UTF-16 in every other byte.
+    zeros = [head[i::4].count(0) for i in range(4)]
+    quarter = len(head) // 4
+    if zeros[1] > quarter // 2 and zeros[2] > quarter // 2:
+        return "the file is not UTF-8 (it looks like UTF-32: save it as UTF-8)"
+    if zeros[0] + zeros[2] > quarter or zeros[1] + zeros[3] > quarter:
+        return "the file is not UTF-8 (it looks like UTF-16: save it as UTF-8)"
+    return "the file is not UTF-8 text (its header row holds NUL bytes: is it a spreadsheet or another binary file?)"
+
+
+def not_utf8(fields: list[str]) -> str | None:
+    """Why a header row read with surrogateescape held bytes that are not UTF-8, or None."""
+    for field in fields:
+        for char in field:
+            if "\udc80" <= char <= "\udcff":
+                byte = ord(char) - 0xDC00
+                return f"the file is not UTF-8 (byte 0x{byte:02X} in the header row): save it as UTF-8"
+    return None
 
 
 class _RecordTooLong(Exception):
@@ -275,7 +328,10 @@ class CsvRecords:
 
 
 def csv_records(text: io.TextIOWrapper) -> tuple[list[str], CsvRecords]:
-    """The header row and the data records after it."""
+    """The header row and the data records after it; FileProblem for a header that can't be one (see
+    :func:`encoding_problem`)."""
+    if (problem := encoding_problem(first_line_bytes(text))) is not None:
+        raise FileProblem(problem)
     records = CsvRecords.of(text)
     header = records.next_record()
     if header is None:
@@ -285,6 +341,8 @@ def csv_records(text: io.TextIOWrapper) -> tuple[list[str], CsvRecords]:
         problem = (header.problem or "a quoted line break").partition(_READ_AGAIN)[0]
         where = "" if problem.startswith("line") else f"{header.lines}: "
         raise FileProblem(f"the header row cannot be read: {where}{problem}")
+    if (problem := not_utf8(header.fields)) is not None:
+        raise FileProblem(problem)
     return [name.strip() for name in header.fields], records
 
 

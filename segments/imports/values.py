@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 import zoneinfo
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -13,6 +14,8 @@ from typing import TypeVar
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH, LOCAL_PART_MAX_LENGTH
 
+from segments.event_times import implausible
+from segments.interests import MAX_SCORE
 from segments.models import (
     CHANNEL_LENGTH,
     EMAIL_LENGTH,
@@ -27,7 +30,6 @@ T = TypeVar("T")
 ATTRIBUTE_NAME_LENGTH = TAG_LENGTH
 ATTRIBUTE_VALUE_LENGTH = 1000
 EVENT_TYPE_LENGTH = 64
-MAX_SCORE = 1_000_000.0
 
 # BCP 47 language tags as mail clients and browsers send them: language,
 # optional script, optional region, optional variants.
@@ -40,12 +42,34 @@ CHANNEL = re.compile(r"[a-z][a-z0-9_]*")
 KEY_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,15})")
 DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)\.[0-9]+")
-# Control characters never belong in a one-line field. Lone surrogates from
-# U+DC80 to U+DCFF are bytes that were not UTF-8 (the reader decodes with
+# Bidirectional classes of the embedding, override and isolate controls (U+202A-U+202E, U+2066-U+2069):
+# invisible, they make text display in another order than it holds ("Hi Eve" + U+202E + "moc.elpmaxe").
+BIDI_CONTROLS = frozenset({"LRE", "RLE", "PDF", "LRO", "RLO", "LRI", "RLI", "FSI", "PDI"})
+
+
+def _unseen(char: str) -> bool:
+    """Whether ``char`` never belongs in imported text: a control (C0, DEL, C1), a line or paragraph
+    separator, or a bidirectional formatting control."""
+    category = unicodedata.category(char)
+    return category in ("Cc", "Zl", "Zp") or (category == "Cf" and unicodedata.bidirectional(char) in BIDI_CONTROLS)
+
+
+# All of them are in the Basic Multilingual Plane. Lone surrogates from U+DC80
+# to U+DCFF are bytes that were not UTF-8 (the reader decodes with
 # surrogateescape); any other lone surrogate came from a JSON escape such as
 # "\ud800", and no database can store it.
-ONE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
-MULTI_LINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+_UNSEEN = [chr(code) for code in range(0x10000) if _unseen(chr(code))]
+
+
+def _class(chars: list[str]) -> re.Pattern:
+    return re.compile("[" + "".join(map(re.escape, chars)) + "\ud800-\udfff]")
+
+
+ONE_LINE_FORBIDDEN = _class(_UNSEEN)
+MULTI_LINE_FORBIDDEN = _class([char for char in _UNSEEN if char not in "\t\n\r"])
+# What trimming removes: whitespace, but not the controls and separators Python also counts as
+# whitespace (U+001C-U+001F, U+0085, U+2028, U+2029), which are refused wherever they stand.
+TRIMMED = "".join(c for c in map(chr, range(0x10000)) if c.isspace() and (c in "\t\n\r" or not _unseen(c)))
 TRUE_WORDS = frozenset({"true", "yes", "1", "y"})
 FALSE_WORDS = frozenset({"false", "no", "0", "n"})
 
@@ -76,26 +100,37 @@ def remembered(check: Callable[[str], T], size: int = 4096) -> Callable[[str], T
     return checked
 
 
-def _forbidden(value: str, pattern: re.Pattern) -> None:
-    found = pattern.search(value)
+def unseen_char(value: str, *, multi_line: bool = False) -> str | None:
+    """Why ``value`` cannot be imported text (a control or invisible character, a line break in one
+    line, a lone surrogate, bytes that were not UTF-8), naming the character; None if it can be."""
+    found = (MULTI_LINE_FORBIDDEN if multi_line else ONE_LINE_FORBIDDEN).search(value)
     if found is None:
-        return
+        return None
     char = found.group()
+    code = f"U+{ord(char):04X}"
     if "\udc80" <= char <= "\udcff":
-        raise BadValue(f"is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02X})")
+        return f"is not valid UTF-8 (byte 0x{ord(char) - 0xDC00:02X})"
     if "\ud800" <= char <= "\udfff":
-        raise BadValue(refused_char(char))
+        return refused_char(char)
     if char in "\r\n":
-        raise BadValue("contains a line break")
-    raise BadValue(f"contains the control character U+{ord(char):04X}")
+        return "contains a line break"
+    category = unicodedata.category(char)
+    if category == "Zl":
+        return f"contains the line separator {code}"
+    if category == "Zp":
+        return f"contains the paragraph separator {code}"
+    if category == "Cf":
+        return f"contains the invisible bidirectional control {code} ({unicodedata.name(char)}), which reorders text"
+    return f"contains the control character {code}"
 
 
 def text(value: str, limit: int, *, multi_line: bool = False) -> str:
-    """Trimmed one-line text of at most ``limit`` characters."""
-    value = value.strip()
+    """Trimmed text of at most ``limit`` characters, one line unless ``multi_line``; BadValue (see
+    :func:`unseen_char`) for control and invisible characters."""
+    value = value.strip(TRIMMED)
     pattern = MULTI_LINE_FORBIDDEN if multi_line else ONE_LINE_FORBIDDEN
     if pattern.search(value):
-        _forbidden(value, pattern)
+        raise BadValue(unseen_char(value, multi_line=multi_line))
     if len(value) > limit:
         raise BadValue(f"is {len(value)} characters long; the limit is {limit}")
     return value
@@ -191,13 +226,13 @@ def identifier(value: str) -> str:
 
 
 def score(value: str | float) -> float:
-    """An interest score: a finite number from 0 to a million."""
+    """An interest score: a finite number from 0 to MAX_SCORE, the top of the scale learning keeps scores on."""
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise BadValue(f"{value!r} is not a number") from None
     if not math.isfinite(number) or not 0 <= number <= MAX_SCORE:
-        raise BadValue(f"{value!r} is not a score from 0 to {MAX_SCORE:,.0f}")
+        raise BadValue(f"{value!r} is not a score from 0 to {MAX_SCORE:g}")
     return number
 
 
@@ -272,8 +307,18 @@ def timestamp(value: str) -> datetime:
         raise BadValue("is empty" if raw in ("", None) else f"{raw!r} is not an ISO 8601 time")
     try:
         moment = datetime.fromisoformat(raw)
+        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
     except ValueError:
         raise BadValue(f"{raw!r} is not an ISO 8601 time such as '2026-11-23T10:00:00Z'") from None
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    except OverflowError:  # 0001-01-01T00:00:00+02:00 is a moment before year 1 in UTC
+        raise BadValue(f"{raw!r} is outside the years 1 to 9999 in UTC") from None
+
+
+def occurred_at(value: str, now: datetime | None = None) -> datetime:
+    """When an event happened: an ISO 8601 time (see :func:`timestamp`) that
+    :func:`segments.event_times.implausible` allows at ``now`` (default: the clock)."""
+    moment = timestamp(value)
+    problem = implausible(moment, now or datetime.now(timezone.utc))
+    if problem is not None:
+        raise BadValue(problem)
+    return moment

@@ -137,7 +137,7 @@ def test_services_validate_and_only_flush(session):
         create_segment(session, "bad", {"field": "locale", "op": "is", "value": "es"})
     with pytest.raises(UnknownSegment):
         update_segment(session, "nobody", description="x")
-    with pytest.raises(SegmentError, match="1 to 100 characters"):
+    with pytest.raises(SegmentError, match="101 characters long; the limit is 100"):
         create_segment(session, "x" * 101, {"all": []})
     update_segment(session, "spanish", description="Spanish speakers")
     save_segment(session, "all", {"all": []})

@@ -3,30 +3,29 @@
 from __future__ import annotations
 
 import re
-import unicodedata
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 from babel.numbers import get_currency_precision, is_currency
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from segments.event_times import implausible
+from segments.imports.values import unseen_char
 from segments.models import EMAIL_LENGTH, IDENTIFIER_LENGTH
 
 MAX_VALUE = Decimal(10) ** 12  # a trillion in the major unit: far above any order, far below BIGINT minor units
 MAX_PLACES = 6
-CLOCK_SKEW = timedelta(minutes=5)  # an occurred_at this far ahead of our clock is the shop's clock, not the future
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_ID = 2**63 - 1
 _DECIMAL_TEXT = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
 _CLICK = re.compile(r"([1-9][0-9]{0,17})\.([A-Za-z0-9_.-]{1,64})")
-# Control characters, lone surrogates (JSON can encode them; no database stores them) and line separators.
-_FORBIDDEN_CATEGORIES = {"Cc", "Cs", "Zl", "Zp"}
 
 
 def printable_text(value: str) -> None:
-    """Reject text holding control characters, lone surrogates or line separators."""
-    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value):
-        raise ValidationError("must not contain control characters")
+    """Reject text holding what imports refuse: control characters, line separators, bidirectional
+    controls, lone surrogates (JSON can encode them; no database stores them)."""
+    problem = unseen_char(value)
+    if problem is not None:
+        raise ValidationError(problem.replace("contains", "must not contain", 1))
 
 
 class Amount(fields.Field):
@@ -92,11 +91,9 @@ class ConversionIn(Schema):
             data["delivery_id"] = self._delivery_id(data.pop("click"))
         occurred = data.get("occurred_at")
         if occurred is not None:
-            now = self.now or datetime.now(timezone.utc)
-            if occurred > now + CLOCK_SKEW:
-                raise ValidationError("must not be in the future", "occurred_at")
-            if occurred < EARLIEST:
-                raise ValidationError(f"must not be before {EARLIEST:%Y-%m-%d}", "occurred_at")
+            problem = implausible(occurred, self.now or datetime.now(timezone.utc))
+            if problem is not None:
+                raise ValidationError(problem, "occurred_at")
 
     def _delivery_id(self, click: str) -> int:
         match = _CLICK.fullmatch(click)
