@@ -20,7 +20,7 @@ from content.models import Block, BlockVersion
 from content.selection import locale_chain
 from delivery.journal import JournalError
 from delivery.models import Delivery
-from delivery.responses import Client, click, record_open, unsubscribe
+from delivery.responses import Client, answerable, click, record_open, unsubscribe
 from delivery.tracking import LinkSigner
 from segments.db import utcnow
 from segments.models import Contact
@@ -213,8 +213,11 @@ def one_click_unsubscribe(delivery_id: int, token: str):
 
 
 def _delivery_contact(session, delivery_id: int) -> Contact | None:
+    """The contact of delivery ``delivery_id``; None when there is none or its person was erased."""
     return session.scalar(
-        select(Contact).join(Delivery, Delivery.contact_id == Contact.id).where(Delivery.id == delivery_id)
+        select(Contact)
+        .join(Delivery, Delivery.contact_id == Contact.id)
+        .where(Delivery.id == delivery_id, answerable(Delivery.__table__))
     )
 
 
