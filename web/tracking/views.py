@@ -25,6 +25,7 @@ from delivery.tracking import LinkSigner
 from segments.db import utcnow
 from segments.models import Contact
 from segments.preferences import PURPOSES, Preferences, current_preferences, save_preferences
+from web.bodies import read_body
 from web.db import click_target, get_session
 from web.tracking import bp, clicks
 from web.tracking.forms import preferences_form
@@ -70,9 +71,11 @@ def half_life() -> float:
 
 @bp.before_request
 def bound_the_body():
-    request.max_content_length = MAX_BODY_BYTES
+    """Read a POST's body (at most MAX_BODY_BYTES, 413 beyond, chunked or not) before any view parses it."""
     request.max_form_memory_size = MAX_BODY_BYTES
     request.max_form_parts = 100
+    if request.method == "POST":
+        read_body(MAX_BODY_BYTES)
 
 
 @bp.after_request
@@ -96,19 +99,29 @@ def page_header_pairs(nonce: str | None = None) -> list[tuple[str, str]]:
     ]
 
 
+def records() -> bool:
+    """Whether this request may record anything: not a HEAD, which a link checker or ``curl -I`` sends, never a
+    reader. Every endpoint that records answers a HEAD as it would a GET (status and headers) without recording."""
+    return request.method != "HEAD"
+
+
 @bp.get("/o/<int:delivery_id>/<token>.gif", merge_slashes=False)
 def open_pixel(delivery_id: int, token: str):
-    """The open pixel: a 43-byte GIF that is never cached; the open is recorded when the token verifies."""
+    """The open pixel: a 43-byte GIF that is never cached; the open is recorded when the token verifies.
+
+    A HEAD gets the same answer and records nothing (see :func:`records`).
+    """
     if not signer().verify(token, "o", delivery_id):
         abort(404)
-    session = get_session()
-    try:
-        record_open(session, delivery_id, client(), half_life_days=half_life())
-        session.commit()
-    except SQLAlchemyError:
-        # The reader still gets their image; the open is lost and logged.
-        session.rollback()
-        log.exception("open of delivery %s not recorded", delivery_id)
+    if records():
+        session = get_session()
+        try:
+            record_open(session, delivery_id, client(), half_life_days=half_life())
+            session.commit()
+        except SQLAlchemyError:
+            # The reader still gets their image; the open is lost and logged.
+            session.rollback()
+            log.exception("open of delivery %s not recorded", delivery_id)
     response = make_response(PIXEL)
     response.headers.update({"Content-Type": "image/gif", **NO_CACHE})
     return response
@@ -132,8 +145,7 @@ def click_redirect(delivery_id: int, link_id: int, token: str):
         abort(503)
     if target is None:
         abort(404)
-    # A HEAD is a link checker's, never a reader's: it gets the redirect, and no click is recorded.
-    recorded = target.tracked and request.method != "HEAD" and _keep_click(delivery_id, link_id)
+    recorded = target.tracked and records() and _keep_click(delivery_id, link_id)
     headers, body = click_answer(current_app, target.url, delivery_id if recorded else None)
     return current_app.response_class(body, 302, headers)
 
