@@ -30,7 +30,7 @@ from web.db import click_target, get_session
 from web.tracking import bp, clicks
 from web.tracking.forms import preferences_form
 from web.tracking.languages import offered_languages
-from web.tracking.strings import FALLBACK, page_language, strings
+from web.tracking.strings import FALLBACK, page_language, strings, visitor_language
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,13 @@ def _offered_tags(session) -> list[str]:
     "/u/<int:delivery_id>/<token>/preferences", methods=["POST"], endpoint="save_preferences", merge_slashes=False
 )
 def preferences(delivery_id: int, token: str):
-    """The unsubscribe confirmation (one button) and the preference page; a GET changes nothing."""
+    """The unsubscribe confirmation (one button) and the preference page; a GET changes nothing.
+
+    The URL's token and message are checked before the form: a bad one is a 404 whatever is posted. The form
+    then checks its own CSRF token (``forms.PreferencesForm``; the app's CSRFProtect skips this view so that
+    it comes second); a missing session or an expired token is a 400 page in the contact's language that
+    links back to the form.
+    """
     if not signer().verify(token, "u", delivery_id):
         abort(404)
     session = get_session()
@@ -276,7 +282,10 @@ def preferences(delivery_id: int, token: str):
         del form.marketing  # coming back is not a checkbox: the suppression stays
     notice = words["saved"] if request.args.get("saved") == "1" else None
     if request.method == "POST":
-        if not form.validate():
+        if not form.validate() and form.csrf_token.errors:  # no session cookie, or a token past its lifetime
+            again = url_for("tracking.preferences", delivery_id=delivery_id, token=token)
+            return _message(language, "expired", status=400, link=again, link_text=words["expired_link"])
+        if form.errors:
             return _page(
                 "tracking/preferences.html",
                 language,
@@ -310,6 +319,41 @@ def preferences(delivery_id: int, token: str):
         session.commit()
         return redirect(url_for("tracking.preferences", delivery_id=delivery_id, token=token, saved=1), 303)
     return _page("tracking/preferences.html", language, form=form, words=words, notice=notice, suppressed=suppressed)
+
+
+def _message(language: str, key: str, status: int, **context):
+    """A page of one message, ``<key>_title`` and ``<key>_text`` of the page strings, in ``language``."""
+    words = strings(language)
+    return _page(
+        "tracking/message.html",
+        language,
+        status=status,
+        title=words[f"{key}_title"],
+        text=words[f"{key}_text"],
+        **context,
+    )
+
+
+@bp.app_errorhandler(404)
+def not_found(_exc):
+    """Any 404 outside the API: one page, in the visitor's language, that never says whether a token was valid."""
+    return _public_error("not_found", 404)
+
+
+@bp.app_errorhandler(405)
+def not_allowed(exc):
+    """Any 405 outside the API: the project's page, with the methods the URL allows."""
+    response = _public_error("not_allowed", 405)
+    if getattr(exc, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def _public_error(key: str, status: int):
+    response = _message(visitor_language(request.accept_languages), key, status)
+    for name, value in page_header_pairs(g.style_nonce):  # the blueprint's after_request may not run
+        response.headers[name] = value
+    return response
 
 
 def _page(template: str, language: str, status: int = 200, **context):
