@@ -7,7 +7,9 @@
 - soft bounce: suppressed once the contact has ``soft_limit`` soft bounces within ``soft_days``;
 - complaint (ARF): suppressed at once (reason ``complained``);
 - a mail to a delivery's mailto unsubscribe address: :func:`delivery.responses.unsubscribe`, as the one-click POST;
-- delayed, auto-reply, unrecognized: nothing changes; the result says what it was.
+- delayed, auto-reply, unrecognized: nothing changes; the result says what it was;
+- about a message whose person was erased since (``delivery.responses.answerable``): nothing changes, and
+  the result says so.
 
 A message is tied to its row by VERP first (``bounces+ID-TOKEN@domain``, the envelope sender the message
 went out with, verified by its token), else by the original's Message-ID. A message tied to no row is
@@ -31,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from delivery.dsn import Report, read_report
 from delivery.models import Delivery, Response
-from delivery.responses import campaign_of, timeline_event, unsubscribe
+from delivery.responses import campaign_of, is_answerable, timeline_event, unsubscribe
 from delivery.tracking import LinkSigner
 from segments.db import insert_for, utcnow
 from segments.suppressions import suppress
@@ -110,6 +112,8 @@ def process_message(
         return result
     if delivery is None:
         return replace(result, reason="matches no message Patron sent: nothing changed")
+    if not is_answerable(session, delivery.id):
+        return replace(result, reason="the message it matches went to a person since erased: nothing changed")
     if delivery.email is None:  # its outcome not recorded yet: processing it again later applies it
         return replace(result, reason="the message it matches has no address recorded yet: nothing changed")
     if report.kind == "unsubscribe":  # the same as the one-click POST: idempotent per delivery

@@ -21,7 +21,21 @@ from functools import cache
 from typing import Any
 
 from babel.numbers import get_currency_precision, is_currency
-from sqlalchemy import String, and_, bindparam, case, column, func, insert, literal, null, or_, select, table, update
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    case,
+    column,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    table,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from delivery import learning
@@ -31,7 +45,7 @@ from segments.db import UTCDateTime, insert_for, utcnow
 from segments.event_times import implausible
 from segments.imports.values import BadValue
 from segments.imports.values import email as normalized_email
-from segments.models import IDENTIFIER_LENGTH, MARKETING, PROFILING, TRACKING, Consent, Contact, Event
+from segments.models import ERASED, IDENTIFIER_LENGTH, MARKETING, PROFILING, TRACKING, Consent, Contact, Event
 from segments.suppressions import suppress
 
 CHANNEL = "email"
@@ -206,8 +220,32 @@ def _tracked_insert(kind: str):
 
 
 def _recorded(deliveries):
-    """The delivery may have reached someone; OR of equalities, not IN: an IN list is expanded at every execution."""
-    return or_(*(deliveries.c.status == literal(status, String()) for status in RECORDED_STATUSES))
+    """The delivery may have reached someone and is :func:`answerable`; OR of equalities, not IN: an IN list is
+    expanded at every execution."""
+    sent = or_(*(deliveries.c.status == literal(status, String()) for status in RECORDED_STATUSES))
+    return and_(sent, answerable(deliveries))
+
+
+def answerable(deliveries):
+    """SQL: a request about the ``deliveries`` row (the table or an alias) may be answered and recorded.
+
+    False once its person was erased (their contact row is the ``ERASED`` tombstone, see
+    ``campaigns.privacy.erase_person``): every endpoint then answers as for an unknown message and records
+    nothing. The one rule every response shares: opens, clicks (one at a time, the click endpoint's read,
+    the journal's batches), unsubscribes, the preference page, conversions and bounces.
+    """
+    tombstones = Contact.__table__.alias("tombstones")  # its own name: the query may join contacts too
+    erased = select(tombstones.c.id).where(
+        tombstones.c.id == deliveries.c.contact_id, tombstones.c.status == literal(ERASED, String())
+    )
+    return ~erased.correlate_except(tombstones).exists()
+
+
+def is_answerable(session: Session, delivery_id: int) -> bool:
+    """Whether delivery ``delivery_id`` exists and is :func:`answerable`."""
+    deliveries = Delivery.__table__
+    found = select(deliveries.c.id).where(deliveries.c.id == delivery_id, answerable(deliveries))
+    return session.scalar(found) is not None
 
 
 def _details(session: Session, delivery_id: int, link_id: int | None = None):
@@ -246,7 +284,8 @@ def _details_query(with_link: bool):
 def unsubscribe(
     session: Session, delivery_id: int, *, source: str, client: Client | None = None, now: datetime | None = None
 ) -> bool:
-    """Unsubscribe the recipient of ``delivery_id`` from marketing; False if there is no such delivery.
+    """Unsubscribe the recipient of ``delivery_id`` from marketing; False if there is no such delivery, or its
+    person was erased (:func:`answerable`).
 
     Suppresses the address the message went to (reason ``unsubscribed``, ``source`` kept), records
     ``marketing`` consent as withdrawn (with ``source`` and the client's address), and adds one
@@ -266,7 +305,7 @@ def unsubscribe(
         .select_from(Delivery)
         .outerjoin(Contact, Contact.id == Delivery.contact_id)
         .outerjoin(_runs, _runs.c.id == Delivery.run_id)
-        .where(Delivery.id == delivery_id)
+        .where(Delivery.id == delivery_id, answerable(Delivery.__table__))
     ).first()
     if row is None:
         return False
@@ -324,7 +363,8 @@ def record_conversion(
     ``value`` is a decimal amount in ``currency`` (an ISO 4217 code Babel knows), stored in the
     currency's minor units (cents; yen for JPY); an amount finer than the currency allows is refused.
     The contact is found by ``contact_id``, else ``email`` (normalized as imports do), else the
-    delivery; an unknown email is recorded unattributed. Attribution: the contact's last human click
+    delivery; an unknown email is recorded unattributed; an erased person's contact id or delivery is
+    refused as unknown (:func:`answerable`). Attribution: the contact's last human click
     within ``window_days`` before ``occurred_at`` (default now) gives delivery, run, link and block; with
     no such click, a given delivery gives delivery and run. A new attributed conversion raises the
     clicked block's interests by ``learning.CONVERSION_POINTS`` if the contact granted ``profiling``.
@@ -439,14 +479,16 @@ def _conversion_contact(session: Session, email, contact_id, delivery_id) -> tup
         if not _is_id(delivery_id):
             raise ConversionError("delivery_id: must be a positive integer")
         delivery = session.execute(
-            select(Delivery.id, Delivery.run_id, Delivery.contact_id).where(Delivery.id == delivery_id)
+            select(Delivery.id, Delivery.run_id, Delivery.contact_id).where(
+                Delivery.id == delivery_id, answerable(Delivery.__table__)
+            )
         ).first()
         if delivery is None:
             raise ConversionError(f"delivery_id: no message {delivery_id}")
     if contact_id is not None:
         if not _is_id(contact_id):
             raise ConversionError("contact_id: must be a positive integer")
-        if session.scalar(select(Contact.id).where(Contact.id == contact_id)) is None:
+        if session.scalar(select(Contact.id).where(Contact.id == contact_id, Contact.status != ERASED)) is None:
             raise ConversionError(f"contact_id: no contact {contact_id}")
         return contact_id, delivery
     if email is not None:

@@ -21,6 +21,7 @@ TAG_LENGTH = 64
 SOURCE_LENGTH = 64
 
 CONTACT_STATUSES = ("active", "unsubscribed", "bounced", "complained", "suppressed", "deleted")
+ERASED = "deleted"  # the status of an erased person's contact row, an anonymous tombstone (segments.privacy)
 
 
 class Contact(Base):

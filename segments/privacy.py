@@ -29,7 +29,7 @@ from segments.db import utcnow
 from segments.imports.values import BadValue
 from segments.imports.values import email as normalize_email
 from segments.interests import decayed_score
-from segments.models import Consent, Contact, Erasure, Event, Identity, Interest, Suppression
+from segments.models import ERASED, Consent, Contact, Erasure, Event, Identity, Interest, Suppression
 
 ERASED_REASON = "erased on request: this address must never be stored or mailed again"
 
@@ -158,7 +158,7 @@ def erase_audience(session: Session, address: str) -> AudienceErasure:
         contact.email = contact.first_name = contact.last_name = contact.locale = contact.timezone = None
         contact.attributes = {}
         contact.frequency_cap = None
-        contact.status = "deleted"
+        contact.status = ERASED
         session.expire(contact, ["identities", "interests", "consents"])
     suppressions = session.execute(delete(Suppression).where(Suppression.email == address)).rowcount
     if session.get(Erasure, digest) is None:

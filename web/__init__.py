@@ -24,7 +24,8 @@ from web.segments_cli import segments_group
 from web.serve import serve_command
 from web.tracking import bp as tracking_bp
 from web.tracking.fastpath import ClickFastPath
-from web.tracking.views import one_click_unsubscribe
+from web.tracking.forms import FORM_LIFETIME_SECONDS
+from web.tracking.views import one_click_unsubscribe, preferences
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -42,6 +43,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         PATRON_ATTRIBUTION_WINDOW_DAYS=settings.attribution_window_days,
         PATRON_PROXY_HOPS=settings.proxy_hops,
         PATRON_CLICK_JOURNAL=settings.click_journal,
+        WTF_CSRF_TIME_LIMIT=FORM_LIFETIME_SECONDS,
     )
     if test_config:
         app.config.from_mapping(test_config)
@@ -52,6 +54,7 @@ def create_app(test_config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops)
     csrf = CSRFProtect(app)  # every form; views that take no form opt out here
     csrf.exempt(one_click_unsubscribe)  # RFC 8058: mail providers POST with no cookie and no token
+    csrf.exempt(preferences)  # its form checks the CSRF token itself, after the URL's token (404 first)
     app.register_blueprint(tracking_bp)
     for command in commands():
         app.cli.add_command(command)

@@ -20,8 +20,9 @@ from delivery.dsn import MAX_BYTES as MAX_MESSAGE_BYTES  # what the bounce reade
 from delivery.responses import ConversionError, record_conversion
 from web.api.keys import authenticate, mark_used
 from web.api.schemas import ConversionIn, ConversionOut, PixelConversionIn
+from web.bodies import read_body
 from web.db import get_session
-from web.tracking.views import NO_CACHE, PIXEL, signer
+from web.tracking.views import NO_CACHE, PIXEL, records, signer
 
 bp = Blueprint("api", __name__)
 log = logging.getLogger(__name__)
@@ -104,8 +105,7 @@ def _body(limit: int, mimetypes: tuple[str, ...]) -> bytes:
     """The request body, at most ``limit`` bytes (413 beyond), of one of ``mimetypes`` (415 otherwise)."""
     if request.mimetype not in mimetypes:
         raise ApiError(415, f"Content-Type: must be {' or '.join(mimetypes)}, got {request.mimetype or 'none'!r}")
-    request.max_content_length = limit  # werkzeug answers 413 from the header, or while reading a chunked body
-    return request.get_data(cache=False)
+    return read_body(limit)
 
 
 def _json_object(raw: bytes) -> dict:
@@ -189,11 +189,11 @@ def post_bounce():
 def conversion_pixel():
     """The thank-you page's pixel: records a conversion for the click in the ``patron_click`` cookie, if valid.
 
-    Always the same GIF: a bad query, a missing or forged cookie, or a failure records nothing and shows
-    nothing to the shopper.
+    Always the same GIF: a bad query, a missing or forged cookie, a HEAD, or a failure records nothing and
+    shows nothing to the shopper.
     """
     cookie = request.cookies.get(CLICK_COOKIE)
-    if cookie:
+    if cookie and records():  # a HEAD gets the same GIF and records nothing
         query = {name: request.args.get(name) for name in ("order_id", "value", "currency") if name in request.args}
         try:
             data = PixelConversionIn(signer=signer()).load({**query, "click": cookie})

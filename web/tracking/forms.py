@@ -9,6 +9,11 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from segments.preferences import FREQUENCIES, PURPOSES
 
+# How long a preference form may stay open before it must be opened again (its CSRF token's lifetime, Flask-WTF's
+# WTF_CSRF_TIME_LIMIT): a day, so a tab left open over a working day still saves; Flask-WTF's own hour lost the
+# choices of a reader who came back after lunch. The token is also bound to the browser session's cookie.
+FORM_LIFETIME_SECONDS = 24 * 3600
+
 
 class CheckboxesField(SelectMultipleField):
     """Several choices as checkboxes; a choice not offered fails validation."""
@@ -18,6 +23,8 @@ class CheckboxesField(SelectMultipleField):
 
 
 class PreferencesForm(FlaskForm):
+    """The form; FlaskForm adds ``csrf_token`` and checks it in ``validate()`` (the view relies on that)."""
+
     locale = RadioField(validators=[Optional()])
     interests = CheckboxesField()
     frequency = RadioField()

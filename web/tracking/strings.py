@@ -33,6 +33,14 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "save": "Save my preferences",
         "saved": "Your preferences are saved.",
         "invalid": "Please check your choices and try again.",
+        "expired_title": "This form has expired",
+        "expired_text": "Nothing was changed: the form was open too long, or your browser no longer has its cookie. "
+        "Open it again and make your choices once more.",
+        "expired_link": "Open the form again",
+        "not_found_title": "Page not found",
+        "not_found_text": "This address leads to no page. If you copied it from an email, check that it is complete.",
+        "not_allowed_title": "This page cannot be used this way",
+        "not_allowed_text": "Open the link from the email in your browser.",
     },
     "es": {
         "unsubscribe_title": "Darse de baja",
@@ -55,6 +63,15 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "save": "Guardar mis preferencias",
         "saved": "Sus preferencias se han guardado.",
         "invalid": "Revise sus opciones e inténtelo de nuevo.",
+        "expired_title": "Este formulario ha caducado",
+        "expired_text": "No se ha cambiado nada: el formulario estuvo abierto demasiado tiempo o su navegador ya no "
+        "tiene su cookie. Ábralo de nuevo y vuelva a elegir.",
+        "expired_link": "Abrir el formulario de nuevo",
+        "not_found_title": "Página no encontrada",
+        "not_found_text": "Esta dirección no lleva a ninguna página. "
+        "Si la copió de un correo, compruebe que está completa.",
+        "not_allowed_title": "Esta página no se puede usar así",
+        "not_allowed_text": "Abra el enlace del correo en su navegador.",
     },
     "fr": {
         "unsubscribe_title": "Se désabonner",
@@ -77,6 +94,15 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "save": "Enregistrer mes préférences",
         "saved": "Vos préférences sont enregistrées.",
         "invalid": "Vérifiez vos choix et réessayez.",
+        "expired_title": "Ce formulaire a expiré",
+        "expired_text": "Rien n'a été modifié : le formulaire est resté ouvert trop longtemps, ou votre navigateur "
+        "n'a plus son cookie. Ouvrez-le à nouveau et refaites vos choix.",
+        "expired_link": "Ouvrir à nouveau le formulaire",
+        "not_found_title": "Page introuvable",
+        "not_found_text": "Cette adresse ne mène à aucune page. "
+        "Si vous l'avez copiée d'un e-mail, vérifiez qu'elle est complète.",
+        "not_allowed_title": "Cette page ne s'utilise pas ainsi",
+        "not_allowed_text": "Ouvrez le lien de l'e-mail dans votre navigateur.",
     },
     "de": {
         "unsubscribe_title": "Abmelden",
@@ -99,6 +125,15 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "save": "Meine Einstellungen speichern",
         "saved": "Ihre Einstellungen sind gespeichert.",
         "invalid": "Bitte prüfen Sie Ihre Auswahl und versuchen Sie es erneut.",
+        "expired_title": "Dieses Formular ist abgelaufen",
+        "expired_text": "Es wurde nichts geändert: Das Formular war zu lange geöffnet, oder Ihr Browser hat sein "
+        "Cookie nicht mehr. Öffnen Sie es erneut und treffen Sie Ihre Auswahl noch einmal.",
+        "expired_link": "Formular erneut öffnen",
+        "not_found_title": "Seite nicht gefunden",
+        "not_found_text": "Diese Adresse führt zu keiner Seite. "
+        "Wenn Sie sie aus einer E-Mail kopiert haben, prüfen Sie, ob sie vollständig ist.",
+        "not_allowed_title": "Diese Seite lässt sich so nicht verwenden",
+        "not_allowed_text": "Öffnen Sie den Link aus der E-Mail in Ihrem Browser.",
     },
 }
 
@@ -108,6 +143,19 @@ def page_language(contact_locale: str | None) -> str:
     for key in locale_chain(contact_locale, FALLBACK):
         if key in CATALOGUE:
             return key
+    return FALLBACK
+
+
+def visitor_language(accept_languages) -> str:
+    """The catalogue language for a visitor nobody knows (a 404): their most preferred Accept-Language whose
+    primary language this catalogue holds (``de-AT`` reads ``de``), else English.
+
+    ``accept_languages`` is Werkzeug's ``request.accept_languages`` (its values in order of preference).
+    """
+    for value, _quality in accept_languages:
+        primary = value.replace("_", "-").split("-")[0].lower()
+        if primary in CATALOGUE:
+            return primary
     return FALLBACK
 
 

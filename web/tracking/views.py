@@ -20,16 +20,17 @@ from content.models import Block, BlockVersion
 from content.selection import locale_chain
 from delivery.journal import JournalError
 from delivery.models import Delivery
-from delivery.responses import Client, click, record_open, unsubscribe
+from delivery.responses import Client, answerable, click, record_open, unsubscribe
 from delivery.tracking import LinkSigner
 from segments.db import utcnow
 from segments.models import Contact
 from segments.preferences import PURPOSES, Preferences, current_preferences, save_preferences
+from web.bodies import read_body
 from web.db import click_target, get_session
 from web.tracking import bp, clicks
 from web.tracking.forms import preferences_form
 from web.tracking.languages import offered_languages
-from web.tracking.strings import FALLBACK, page_language, strings
+from web.tracking.strings import FALLBACK, page_language, strings, visitor_language
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +71,11 @@ def half_life() -> float:
 
 @bp.before_request
 def bound_the_body():
-    request.max_content_length = MAX_BODY_BYTES
+    """Read a POST's body (at most MAX_BODY_BYTES, 413 beyond, chunked or not) before any view parses it."""
     request.max_form_memory_size = MAX_BODY_BYTES
     request.max_form_parts = 100
+    if request.method == "POST":
+        read_body(MAX_BODY_BYTES)
 
 
 @bp.after_request
@@ -96,19 +99,29 @@ def page_header_pairs(nonce: str | None = None) -> list[tuple[str, str]]:
     ]
 
 
+def records() -> bool:
+    """Whether this request may record anything: not a HEAD, which a link checker or ``curl -I`` sends, never a
+    reader. Every endpoint that records answers a HEAD as it would a GET (status and headers) without recording."""
+    return request.method != "HEAD"
+
+
 @bp.get("/o/<int:delivery_id>/<token>.gif", merge_slashes=False)
 def open_pixel(delivery_id: int, token: str):
-    """The open pixel: a 43-byte GIF that is never cached; the open is recorded when the token verifies."""
+    """The open pixel: a 43-byte GIF that is never cached; the open is recorded when the token verifies.
+
+    A HEAD gets the same answer and records nothing (see :func:`records`).
+    """
     if not signer().verify(token, "o", delivery_id):
         abort(404)
-    session = get_session()
-    try:
-        record_open(session, delivery_id, client(), half_life_days=half_life())
-        session.commit()
-    except SQLAlchemyError:
-        # The reader still gets their image; the open is lost and logged.
-        session.rollback()
-        log.exception("open of delivery %s not recorded", delivery_id)
+    if records():
+        session = get_session()
+        try:
+            record_open(session, delivery_id, client(), half_life_days=half_life())
+            session.commit()
+        except SQLAlchemyError:
+            # The reader still gets their image; the open is lost and logged.
+            session.rollback()
+            log.exception("open of delivery %s not recorded", delivery_id)
     response = make_response(PIXEL)
     response.headers.update({"Content-Type": "image/gif", **NO_CACHE})
     return response
@@ -132,8 +145,7 @@ def click_redirect(delivery_id: int, link_id: int, token: str):
         abort(503)
     if target is None:
         abort(404)
-    # A HEAD is a link checker's, never a reader's: it gets the redirect, and no click is recorded.
-    recorded = target.tracked and request.method != "HEAD" and _keep_click(delivery_id, link_id)
+    recorded = target.tracked and records() and _keep_click(delivery_id, link_id)
     headers, body = click_answer(current_app, target.url, delivery_id if recorded else None)
     return current_app.response_class(body, 302, headers)
 
@@ -213,8 +225,11 @@ def one_click_unsubscribe(delivery_id: int, token: str):
 
 
 def _delivery_contact(session, delivery_id: int) -> Contact | None:
+    """The contact of delivery ``delivery_id``; None when there is none or its person was erased."""
     return session.scalar(
-        select(Contact).join(Delivery, Delivery.contact_id == Contact.id).where(Delivery.id == delivery_id)
+        select(Contact)
+        .join(Delivery, Delivery.contact_id == Contact.id)
+        .where(Delivery.id == delivery_id, answerable(Delivery.__table__))
     )
 
 
@@ -234,7 +249,13 @@ def _offered_tags(session) -> list[str]:
     "/u/<int:delivery_id>/<token>/preferences", methods=["POST"], endpoint="save_preferences", merge_slashes=False
 )
 def preferences(delivery_id: int, token: str):
-    """The unsubscribe confirmation (one button) and the preference page; a GET changes nothing."""
+    """The unsubscribe confirmation (one button) and the preference page; a GET changes nothing.
+
+    The URL's token and message are checked before the form: a bad one is a 404 whatever is posted. The form
+    then checks its own CSRF token (``forms.PreferencesForm``; the app's CSRFProtect skips this view so that
+    it comes second); a missing session or an expired token is a 400 page in the contact's language that
+    links back to the form.
+    """
     if not signer().verify(token, "u", delivery_id):
         abort(404)
     session = get_session()
@@ -261,7 +282,10 @@ def preferences(delivery_id: int, token: str):
         del form.marketing  # coming back is not a checkbox: the suppression stays
     notice = words["saved"] if request.args.get("saved") == "1" else None
     if request.method == "POST":
-        if not form.validate():
+        if not form.validate() and form.csrf_token.errors:  # no session cookie, or a token past its lifetime
+            again = url_for("tracking.preferences", delivery_id=delivery_id, token=token)
+            return _message(language, "expired", status=400, link=again, link_text=words["expired_link"])
+        if form.errors:
             return _page(
                 "tracking/preferences.html",
                 language,
@@ -295,6 +319,41 @@ def preferences(delivery_id: int, token: str):
         session.commit()
         return redirect(url_for("tracking.preferences", delivery_id=delivery_id, token=token, saved=1), 303)
     return _page("tracking/preferences.html", language, form=form, words=words, notice=notice, suppressed=suppressed)
+
+
+def _message(language: str, key: str, status: int, **context):
+    """A page of one message, ``<key>_title`` and ``<key>_text`` of the page strings, in ``language``."""
+    words = strings(language)
+    return _page(
+        "tracking/message.html",
+        language,
+        status=status,
+        title=words[f"{key}_title"],
+        text=words[f"{key}_text"],
+        **context,
+    )
+
+
+@bp.app_errorhandler(404)
+def not_found(_exc):
+    """Any 404 outside the API: one page, in the visitor's language, that never says whether a token was valid."""
+    return _public_error("not_found", 404)
+
+
+@bp.app_errorhandler(405)
+def not_allowed(exc):
+    """Any 405 outside the API: the project's page, with the methods the URL allows."""
+    response = _public_error("not_allowed", 405)
+    if getattr(exc, "valid_methods", None):
+        response.headers["Allow"] = ", ".join(exc.valid_methods)
+    return response
+
+
+def _public_error(key: str, status: int):
+    response = _message(visitor_language(request.accept_languages), key, status)
+    for name, value in page_header_pairs(g.style_nonce):  # the blueprint's after_request may not run
+        response.headers[name] = value
+    return response
 
 
 def _page(template: str, language: str, status: int = 200, **context):
