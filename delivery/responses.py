@@ -316,9 +316,17 @@ def unsubscribe(
     _upsert(
         session,
         Consent,
-        {"contact_id": row.contact_id, "purpose": MARKETING, "granted": False, "source": source, "ip": ip},
+        # The person's own act: an import never grants marketing back (Consent.own_choice).
+        {
+            "contact_id": row.contact_id,
+            "purpose": MARKETING,
+            "granted": False,
+            "source": source,
+            "ip": ip,
+            "own_choice": True,
+        },
         ["contact_id", "purpose"],
-        update={"granted": False, "source": source, "ip": ip, "recorded_at": now},
+        update={"granted": False, "source": source, "ip": ip, "recorded_at": now, "own_choice": True},
         defaults={"recorded_at": now},
     )
     values = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, WriteOnlyMapped, mapped_column, relationship
 
 from segments.db import Base, BigId, JsonDoc, UTCDateTime, utcnow
@@ -39,6 +39,8 @@ class Contact(Base):
     status: Mapped[str] = mapped_column(String(16), default="active", index=True)
     # The contact's own cap from the preference page, as a campaign's: {"max": 1, "days": 7}; None: no cap.
     frequency_cap: Mapped[dict[str, Any] | None] = mapped_column(JsonDoc)
+    # When the contact chose ``locale`` themselves (the preference page); an import never overrides it then.
+    locale_chosen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -101,6 +103,11 @@ class Interest(Base):
     tag: Mapped[str] = mapped_column(String(TAG_LENGTH), primary_key=True)
     score: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The score the last import gave (None: never imported). An import sets ``score`` only when its value
+    # differs from this one, so re-importing an unchanged file keeps what clicks and purchases taught.
+    imported: Mapped[float | None] = mapped_column(Float)
+    # When the contact ticked or unticked this tag themselves (the preference page); imports leave it then.
+    chosen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     contact: Mapped[Contact] = relationship(back_populates="interests")
 
@@ -122,6 +129,9 @@ class Consent(Base):
     ip: Mapped[str | None] = mapped_column(String(45))
     text_version: Mapped[str | None] = mapped_column(String(64))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # True when the person gave this answer themselves (the preference page, an unsubscribe), not an import
+    # or an operator. An import never re-grants a purpose the person withdrew themselves.
+    own_choice: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     contact: Mapped[Contact] = relationship(back_populates="consents")
 

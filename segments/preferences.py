@@ -13,6 +13,10 @@ The preference page (web/tracking) reads :func:`current_preferences` and stores 
 
 Every save that changes something also writes one ``Event`` (channel ``email``, type ``preferences``) with
 the changes as its properties, so the timeline and segments see it.
+
+What the contact chose here outranks an import (``segments.imports.resolve``): the locale they picked
+(``Contact.locale_chosen_at``), the tags they ticked or unticked (``Interest.chosen_at``) and a purpose they
+withdrew (``Consent.own_choice``) are never set back by a file from the CRM.
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ def save_preferences(
     before = current_preferences(session, contact, half_life_days=half_life_days, now=now)
     changes: dict = {}
     if chosen.locale and chosen.locale != before.locale:
-        contact.locale = chosen.locale
+        contact.locale, contact.locale_chosen_at = chosen.locale, now
         changes["locale"] = chosen.locale
     if chosen.frequency != before.frequency:
         contact.frequency_cap = FREQUENCIES[chosen.frequency]
@@ -125,6 +129,7 @@ def save_preferences(
                 ip=ip,
                 text_version=text_version,
                 recorded_at=now,
+                own_choice=True,
             )
         )
     if consents:
@@ -171,6 +176,6 @@ def _set_interests(session, contact_id, stated, dropped, *, half_life_days, now)
         else:
             score = 0.0
         if row is None:
-            session.add(Interest(contact_id=contact_id, tag=tag, score=score, updated_at=now))
+            session.add(Interest(contact_id=contact_id, tag=tag, score=score, updated_at=now, chosen_at=now))
         else:
-            row.score, row.updated_at = score, now
+            row.score, row.updated_at, row.chosen_at = score, now, now

@@ -89,3 +89,56 @@ def test_upgrade_0004_keeps_the_oldest_of_duplicate_active_runs_and_cancels_the_
     finally:
         upgrade(engine, "0004_one_active_run")  # puts the index back if the test stopped before it
         command.stamp(alembic_config(engine), "head")
+
+
+def test_upgrade_0007_reads_back_the_choices_people_made_before_it(engine):
+    """Withdrawals by the page or an unsubscribe, and the locale and tags chosen on the page, outrank imports."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import text
+
+    now = datetime(2026, 11, 30, tzinfo=timezone.utc).replace(tzinfo=None)
+    try:
+        command.downgrade(alembic_config(engine), "0006_api_keys")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO contacts (id, email, locale, status, attributes, created_at, updated_at)"
+                    " VALUES (1, 'marcia@example.com', 'es', 'active', '{}', :now, :now)"
+                ),
+                {"now": now},
+            )
+            for purpose, source in (("tracking", "preference_page"), ("marketing", "one_click"), ("profiling", "crm")):
+                conn.execute(
+                    text(
+                        "INSERT INTO consents (contact_id, purpose, granted, source, recorded_at)"
+                        " VALUES (1, :purpose, false, :source, :now)"
+                    ),
+                    {"purpose": purpose, "source": source, "now": now},
+                )
+            for tag, score in (("pasta", 0.0), ("pizza", 7.0)):
+                conn.execute(
+                    text("INSERT INTO interests (contact_id, tag, score, updated_at) VALUES (1, :tag, :score, :now)"),
+                    {"tag": tag, "score": score, "now": now},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO events (contact_id, channel, type, occurred_at, properties, source, external_id,"
+                    " received_at) VALUES (1, 'email', 'preferences', :now, :properties, 'preference_page', 'p1', :now)"
+                ),
+                {"now": now, "properties": '{"locale": "es", "interests_removed": ["pasta"]}'},
+            )
+        upgrade(engine)
+        with engine.connect() as conn:
+            own = dict(conn.execute(text("SELECT purpose, own_choice FROM consents")).all())
+            locale_chosen = conn.execute(text("SELECT locale_chosen_at FROM contacts")).scalar()
+            chosen = dict(conn.execute(text("SELECT tag, chosen_at IS NOT NULL FROM interests")).all())
+        assert {purpose: bool(value) for purpose, value in own.items()} == {
+            "tracking": True,
+            "marketing": True,
+            "profiling": False,
+        }
+        assert locale_chosen is not None
+        assert {tag: bool(value) for tag, value in chosen.items()} == {"pasta": True, "pizza": False}
+    finally:
+        upgrade(engine)

@@ -75,10 +75,19 @@ def run_import(path: Path, rejects_path: Path | None, importer, bar=None):
 
 
 def summary_line(summary) -> str:
-    """An import's counts as one line of words: ``1200 rows, 1200 created, …, 0 rejected (1201 lines)``."""
+    """An import's counts as one line of words: ``1200 rows, 1200 created, …, 0 rejected (1201 lines)``.
+
+    Counts per column (the values kept over the person's own choices) follow on a line of their own, if any.
+    """
     counts = summary.as_dict()
     lines = counts.pop("lines")
-    return ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items()) + f" ({lines} lines)"
+    per_column = {key: counts.pop(key) for key, value in list(counts.items()) if isinstance(value, dict)}
+    text = ", ".join(f"{value} {key.replace('_', ' ')}" for key, value in counts.items()) + f" ({lines} lines)"
+    for key, columns in per_column.items():
+        if columns:
+            listed = ", ".join(f"{column} {count}" for column, count in sorted(columns.items()))
+            text += f"\n{key.replace('_', ' ')} (not changed by the file): {listed}"
+    return text
 
 
 def _run_import(path: Path, rejects_path: Path | None, as_json: bool, label: str, importer) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from segments.db import refresh_statistics
 from segments.imports.reading import CountingReader, Record, open_text
@@ -55,9 +55,9 @@ class ImportSummary:
     created: int = 0
     updated: int = 0
     rejected: int = 0
-    details: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)  # counts an importer adds (a count, or column → count)
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         return {**{k: v for k, v in data.items() if k != "details"}, **self.details}
 

@@ -20,6 +20,7 @@ PLAIN_COLUMNS = ("email", "first_name", "last_name", "locale", "timezone", "phon
 PREFIXES = ("id:", "attr:", "interest:", "consent:")
 
 
+KEPT = "kept_own_choices"  # the summary's count, per column, of values not applied over the person's choice
 TARGETS = ("keys", "profile", "attributes", "interests", "consents")
 
 
@@ -134,11 +135,18 @@ def import_contacts(
 ) -> ImportSummary:
     """Create or update a contact for every good row of a contacts CSV (a path or a binary stream).
 
+    A row is ``created``, ``updated``, ``unchanged`` (it changed nothing stored) or ``rejected``. The
+    person's own choices outrank the file: a locale or interest tag they chose on the preference page, and
+    a purpose they withdrew themselves, are kept; ``summary.details["kept_own_choices"]`` counts the values
+    kept per column (``{"consent:tracking": 2, "locale": 1}``). An interest score is set only when the
+    file's value differs from the last import's, so re-imports keep learned scores.
+
     Bad rows go to ``rejects`` and the import goes on. ``on_batch`` is called
     with the summary so far and the bytes read after each batch is flushed; the
     caller may commit there. Raises FileProblem for a header it cannot use.
     """
-    summary = ImportSummary()
+    summary = ImportSummary(details={"unchanged": 0, KEPT: {}})
+    kept = summary.details[KEPT]
 
     def write(batch: list[tuple[int, list, Claim]]) -> None:
         outcome = resolve(session.connection(), [claim for *_, claim in batch], now=now or utcnow(), source=source)
@@ -147,8 +155,12 @@ def import_contacts(
                 reject(summary, rejects, line, outcome.rejected[index], fields)
             elif outcome.created[index]:
                 summary.created += 1
-            else:
+            elif outcome.changed[index]:
                 summary.updated += 1
+            else:
+                summary.details["unchanged"] += 1
+        for column, count in outcome.kept.items():
+            kept[column] = kept.get(column, 0) + count
         session.flush()
 
     return run(

@@ -8,11 +8,11 @@ whose identities point at two different contacts is rejected with the reason.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, false, func, insert, null, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from segments import privacy  # the module, not its names: privacy imports segments.imports itself
@@ -43,11 +43,15 @@ class Claim:
 
 @dataclass(slots=True)
 class Resolution:
-    """Per claim: its contact id (None if rejected) and whether this claim created it."""
+    """Per claim: its contact id (None if rejected), whether this claim created it, whether the import
+    changed anything of its contact; and per column (``locale``, ``interest:<tag>``, ``consent:<purpose>``)
+    how many values were not applied because the person's own choice outranks them."""
 
     contact_ids: list[int | None]
     created: list[bool]
     rejected: dict[int, str]
+    changed: list[bool] = field(default_factory=list)
+    kept: Counter[str] = field(default_factory=Counter)
 
 
 def describe(key: tuple[str, str]) -> str:
@@ -132,6 +136,8 @@ def resolve(connection, claims: list[Claim], *, now: datetime, source: str) -> R
     erased = privacy.erased_emails(connection, all_emails)
 
     new_rows, accepted, updates = [], [], []
+    changed: set[int] = set()  # existing contacts this batch changes
+    kept: Counter[str] = Counter()
     for members, owner, found_by, email in standing:
         if email in erased:
             rejected.update((i, privacy.ERASED_REASON) for i in members)
@@ -153,32 +159,22 @@ def resolve(connection, claims: list[Claim], *, now: datetime, source: str) -> R
                 )
             )
             continue
-        current_email, current_status, current_attributes = existing[owner]
-        if email and current_email and email != current_email:
-            problem = f"{describe(found_by)} belongs to the contact with email {current_email}"
+        current = existing[owner]
+        if email and current.email and email != current.email:
+            problem = f"{describe(found_by)} belongs to the contact with email {current.email}"
             rejected.update((i, problem) for i in members)
             continue
-        new_status = status if status and current_status == "active" else None
-        if merged.profile or merged.attributes or new_status or (email and not current_email):
-            profile = merged.profile
-            updates.append(
-                (
-                    email,
-                    profile.get("first_name"),
-                    profile.get("last_name"),
-                    profile.get("locale"),
-                    profile.get("timezone"),
-                    {**(current_attributes or {}), **merged.attributes} if merged.attributes else None,
-                    new_status,
-                    owner,
-                )
-            )
+        update_row = _contact_update(owner, current, merged, email, status, kept)
+        if update_row is not None:
+            updates.append(update_row)
+            changed.add(owner)
         accepted.append((members, owner, merged))
 
     contact_ids: list[int | None] = [None] * len(claims)
     created = [False] * len(claims)
     fresh = iter(_insert_contacts(connection, new_rows, now))
     identity_rows, interest_rows, consent_rows = [], [], []
+    interest_claims, consent_claims = [], []  # about existing contacts: written only if they change something
     for members, owner, merged in accepted:
         is_new = owner is None
         contact_id = next(fresh) if is_new else owner
@@ -188,14 +184,95 @@ def resolve(connection, claims: list[Claim], *, now: datetime, source: str) -> R
         for key in dict.fromkeys(key for i in members for key in claims[i].keys):
             if key[0] != EMAIL and key not in known:
                 identity_rows.append((contact_id, key[0], key[1]))
-        interest_rows.extend((contact_id, tag, score) for tag, score in merged.interests.items())
-        consent_rows.extend((contact_id, purpose, granted) for purpose, granted in merged.consents.items())
+                changed.add(contact_id)
+        interests_of = interest_rows if is_new else interest_claims
+        interests_of.extend((contact_id, tag, score, score) for tag, score in merged.interests.items())
+        consents_of = consent_rows if is_new else consent_claims
+        consents_of.extend((contact_id, purpose, granted) for purpose, granted in merged.consents.items())
+    # A score is set only when the file's value differs from the one the last import gave (learned scores
+    # survive an unchanged file), and never over a tag the person ticked or unticked themselves.
+    interest_rows += _changes(
+        connection,
+        interests,
+        "tag",
+        interest_claims,
+        changed,
+        kept,
+        same=lambda stored, score: stored.imported == score,
+        chosen=lambda stored, _score: stored.chosen_at is not None,
+        column="interest",
+    )
+    # An answer the contact already has keeps its proof; a purpose the person withdrew is never granted back.
+    consent_rows += _changes(
+        connection,
+        consents,
+        "purpose",
+        consent_claims,
+        changed,
+        kept,
+        same=lambda stored, granted: stored.granted == granted,
+        chosen=lambda stored, granted: stored.own_choice and granted,
+        column="consent",
+    )
     _UPDATE_CONTACTS.execute(connection, updates, updated_at=now)
     add_identities, set_interests, set_consents = _UPSERTS[connection.dialect.name]
     add_identities.execute(connection, identity_rows, created_at=now)
     set_interests.execute(connection, interest_rows, updated_at=now)
     set_consents.execute(connection, consent_rows, source=source, recorded_at=now)
-    return Resolution(contact_ids, created, rejected)
+    return Resolution(contact_ids, created, rejected, [i in changed for i in contact_ids], kept)
+
+
+def _contact_update(owner: int, current, merged: Claim, email: str | None, status: str | None, kept: Counter):
+    """The _UPDATE_CONTACTS row for what ``merged`` changes of the existing contact ``current``, or None.
+
+    A locale the person chose on the preference page is kept (counted in ``kept``); values equal to the
+    stored ones are no change, so re-importing an unchanged file writes nothing.
+    """
+    profile = {name: value for name, value in merged.profile.items() if value != current._mapping[name]}
+    if "locale" in profile and current.locale_chosen_at is not None:
+        del profile["locale"]
+        kept["locale"] += 1
+    stored = current.attributes or {}
+    attributes = None
+    if any(name not in stored or not _same(stored[name], value) for name, value in merged.attributes.items()):
+        attributes = {**stored, **merged.attributes}
+    new_email = email if email and not current.email else None
+    new_status = status if status and current.status == "active" else None
+    if not (profile or attributes is not None or new_email or new_status):
+        return None
+    return (new_email, *(profile.get(name) for name in PROFILE_FIELDS), attributes, new_status, owner)
+
+
+def _same(stored, value) -> bool:
+    """Whether an attribute's stored JSON value is the file's value (``1``, ``1.0`` and ``true`` differ)."""
+    return type(stored) is type(value) and stored == value
+
+
+def _changes(connection, table, key: str, claims: list[tuple], changed: set[int], kept: Counter, **rule) -> list:
+    """The claims (contact_id, ``key``'s value, value, …) about existing contacts that the import writes.
+
+    One query reads the batch's stored rows. A claim is left out when ``rule["same"](stored, value)`` (it
+    would change nothing), and kept, counted in ``kept`` as ``<rule["column"]>:<key's value>``, when
+    ``rule["chosen"](stored, value)`` (the person's own choice outranks it). The rest are written, and their
+    contacts marked ``changed``.
+    """
+    if not claims:
+        return []
+    query = select(table).where(
+        table.c.contact_id.in_({row[0] for row in claims}), table.c[key].in_({row[1] for row in claims})
+    )
+    stored = {(row.contact_id, row._mapping[key]): row for row in connection.execute(query)}
+    rows = []
+    for row in claims:
+        current = stored.get(row[:2])
+        if current is not None and rule["same"](current, row[2]):
+            continue
+        if current is not None and rule["chosen"](current, row[2]):
+            kept[f"{rule['column']}:{row[1]}"] += 1
+            continue
+        rows.append(row)
+        changed.add(row[0])
+    return rows
 
 
 def _insert_contacts(connection, rows: list[tuple], now: datetime) -> list[int]:
@@ -219,13 +296,19 @@ def _insert_contacts(connection, rows: list[tuple], now: datetime) -> list[int]:
     ]
 
 
-def _existing(connection, ids: list[int]) -> dict[int, tuple[str | None, str, dict]]:
+def _existing(connection, ids: list[int]) -> dict:
+    """Contact id → its row (email, status, attributes, profile fields, locale_chosen_at)."""
     if not ids:
         return {}
-    query = select(contacts.c.id, contacts.c.email, contacts.c.status, contacts.c.attributes).where(
-        contacts.c.id.in_(ids)
-    )
-    return {row.id: (row.email, row.status, row.attributes) for row in connection.execute(query)}
+    query = select(
+        contacts.c.id,
+        contacts.c.email,
+        contacts.c.status,
+        contacts.c.attributes,
+        *(contacts.c[name] for name in PROFILE_FIELDS),
+        contacts.c.locale_chosen_at,
+    ).where(contacts.c.id.in_(ids))
+    return {row.id: row for row in connection.execute(query)}
 
 
 def _merge(claims: list[Claim]) -> Claim:
@@ -265,17 +348,28 @@ def _upserts(dialect_insert) -> tuple[Bulk, Bulk, Bulk]:
     return (
         Bulk(identity.on_conflict_do_nothing(), ("contact_id", "channel", "value"), shared=("created_at",)),
         Bulk(
+            # The WHERE repeats the rule _changed_interests applies, for a choice saved since it read.
             interest.on_conflict_do_update(
                 index_elements=["contact_id", "tag"],
-                set_={"score": interest.excluded.score, "updated_at": interest.excluded.updated_at},
+                set_={name: interest.excluded[name] for name in ("score", "imported", "updated_at")},
+                where=interests.c.chosen_at.is_(None),
             ),
-            ("contact_id", "tag", "score"),
+            ("contact_id", "tag", "score", "imported"),
             shared=("updated_at",),
         ),
         Bulk(
+            # The proof is the import's now: no IP or wording version of an earlier answer stays with it.
             consent.on_conflict_do_update(
                 index_elements=["contact_id", "purpose"],
-                set_={name: consent.excluded[name] for name in ("granted", "source", "recorded_at")},
+                set_={
+                    **{name: consent.excluded[name] for name in ("granted", "source", "recorded_at")},
+                    "ip": null(),
+                    "text_version": null(),
+                    "own_choice": false(),
+                },
+                where=or_(
+                    consents.c.own_choice == false(), consents.c.granted == true(), consent.excluded.granted == false()
+                ),
             ),
             ("contact_id", "purpose", "granted"),
             shared=("source", "recorded_at"),

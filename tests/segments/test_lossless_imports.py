@@ -1,4 +1,4 @@
-"""An import never loses a row silently: every data record read is created, updated or rejected.
+"""An import never loses a row silently: every data record read is created, updated, unchanged or rejected.
 
 The fault kind: a stray quote used to swallow the rest of a file into one
 field (10,002 rows in, ``rows: 4448, rejected: 1`` out). Every test here reads
@@ -22,6 +22,7 @@ from segments.imports import FileProblem, RejectList, import_contacts, import_ev
 from segments.imports.reading import MAX_RECORD_CHARS, MAX_RECORD_LINES
 from segments.models import Contact, Event
 from tests.conftest import empty_tables
+from tests.segments.test_imports import counts
 
 
 def contacts_import(session, text: str, **kwargs):
@@ -32,8 +33,9 @@ def contacts_import(session, text: str, **kwargs):
 
 
 def accounted_for(summary) -> bool:
-    """Every data record read was created, updated or rejected (events: duplicates too)."""
-    return summary.rows == summary.created + summary.updated + summary.rejected + summary.details.get("duplicates", 0)
+    """Every data record read was created, updated, unchanged or rejected (events: duplicates)."""
+    counted = summary.created + summary.updated + summary.rejected
+    return summary.rows == counted + summary.details.get("duplicates", 0) + summary.details.get("unchanged", 0)
 
 
 def stray_quote_file(rows: int = 10_002, stray_line: int = 3) -> str:
@@ -50,7 +52,7 @@ def emails(session) -> set[str]:
 
 def test_the_stray_quote_file_loses_nobody(session):
     summary, rejects = contacts_import(session, stray_quote_file())
-    assert summary.as_dict() == {"rows": 10_002, "lines": 10_003, "created": 10_001, "updated": 0, "rejected": 1}
+    assert summary.as_dict() == counts(rows=10_002, lines=10_003, created=10_001, updated=0, rejected=1)
     [(line, reason, fields)] = rejects
     assert line == 3
     assert reason.startswith(f"lines 3-{2 + MAX_RECORD_LINES}: unterminated quote: no closing quote within")
@@ -73,6 +75,8 @@ def test_the_stray_quote_file_from_the_command_line(runner, tmp_path, session):
         "created": 10_001,
         "updated": 0,
         "rejected": 1,
+        "unchanged": 0,
+        "kept_own_choices": {},
         "rejects_file": f"{path}.rejects.csv",
     }
     with open(report["rejects_file"], newline="") as fh:
@@ -81,7 +85,7 @@ def test_the_stray_quote_file_from_the_command_line(runner, tmp_path, session):
     assert "unterminated quote" in row["reason"]
     text = runner.invoke(args=["contacts", "import", str(path)])
     assert text.exit_code == 0, text.output
-    assert "10002 rows, 0 created, 10001 updated, 1 rejected (10003 lines)" in text.stdout
+    assert "10002 rows, 0 created, 0 updated, 1 rejected, 10001 unchanged (10003 lines)" in text.stdout
 
 
 def test_a_value_with_a_line_break_still_imports(session):
@@ -91,7 +95,7 @@ def test_a_value_with_a_line_break_still_imports(session):
         "bob@example.com,Bob,\n"
     )
     summary, rejects = contacts_import(session, text)
-    assert summary.as_dict() == {"rows": 2, "lines": 4, "created": 2, "updated": 0, "rejected": 0}
+    assert summary.as_dict() == counts(rows=2, lines=4, created=2, updated=0, rejected=0)
     ana = session.scalars(select(Contact).where(Contact.email == "ana@example.com")).one()
     assert ana.attributes == {"address": "Calle Mayor 1\nPiso 2, puerta B"}
 
@@ -120,7 +124,7 @@ def test_a_stray_quote_closed_by_another_gives_back_the_rows_between(session):
 def test_a_quoted_line_break_where_none_is_allowed_is_one_reject_naming_its_lines(session):
     text = 'email,first_name\na@example.com,"Ann\nMarie"\nb@example.com,Bob\n'
     summary, rejects = contacts_import(session, text)
-    assert summary.as_dict() == {"rows": 2, "lines": 4, "created": 1, "updated": 0, "rejected": 1}
+    assert summary.as_dict() == counts(rows=2, lines=4, created=1, updated=0, rejected=1)
     assert rejects == [(2, "lines 2-3: first_name: contains a line break", ["a@example.com", "Ann\nMarie"])]
 
 

@@ -90,7 +90,7 @@ def test_a_reimport_of_an_erased_person_is_rejected_with_the_reason(session):
     erase_audience(session, "ana@example.com")
     session.commit()
     summary, rejects = _import_contacts(session, ANA.replace("Ana@Example.com", "ANA@example.COM"))
-    assert (summary.created, summary.updated, summary.rejected) == (0, 1, 1)
+    assert (summary.created, summary.details["unchanged"], summary.rejected) == (0, 1, 1)
     assert [(line, reason) for line, reason, _ in rejects] == [(2, ERASED_REASON)]
     assert session.scalars(select(Contact.email).where(Contact.email.is_not(None))).all() == ["bob@example.com"]
 

@@ -10,7 +10,9 @@ import lxml.html
 from sqlalchemy import func, select
 
 from delivery.models import Response
-from segments.models import Contact, Event, Identity, Segment
+from segments.db import utcnow
+from segments.interests import decayed_score
+from segments.models import Contact, Event, Identity, Interest, Segment
 
 
 def test_demo_imports_the_audience_and_counts_the_example_segments(runner, session, app):
@@ -79,7 +81,20 @@ def test_demo_imports_the_audience_and_counts_the_example_segments(runner, sessi
     imported_events = session.scalar(imported)
     second = runner.invoke(args=["demo"])
     assert second.exit_code == 0, second.output
-    assert "1200 rows, 0 created, 1200 updated" in second.output
+    # The same customers file again changes nobody, and keeps the one-click unsubscribe of run 1.
+    assert "1200 rows, 0 created, 0 updated, 0 rejected, 1200 unchanged" in second.output
+    assert "kept own choices (not changed by the file): consent:marketing 1" in second.output
+    # ... and what run 1's click and purchase taught stays: the featured customer's raised scores.
+    featured = re.search(r"^(\S+) clicked the block", first.output, re.M).group(1)
+    session.commit()  # a fresh snapshot: see what the second run committed
+    now = utcnow()
+    rows = session.execute(
+        select(Interest.tag, Interest.score, Interest.updated_at).join(Contact).where(Contact.email == featured)
+    )
+    learned = {
+        tag: decayed_score(score, at, now, app.config["PATRON_INTEREST_HALF_LIFE_DAYS"]) for tag, score, at in rows
+    }
+    assert all(learned[tag] >= float(after[tag]) - 0.05 for tag in raised), (after, learned)
     assert "2695 rows, 0 created, 0 updated, 0 rejected, 2695 duplicates" in second.output
     assert session.scalar(select(func.count()).select_from(Contact)) == contacts
     assert session.scalar(imported) == imported_events

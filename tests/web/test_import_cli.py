@@ -20,6 +20,8 @@ def test_contacts_import_json_summary_and_rejects_file(runner, tmp_path, session
         "created": 1,
         "updated": 0,
         "rejected": 2,
+        "unchanged": 0,
+        "kept_own_choices": {},
         "rejects_file": str(path) + ".rejects.csv",
     }
     with open(report["rejects_file"], newline="") as fh:
