@@ -81,8 +81,9 @@ def worker_config(workers: int = 1) -> WorkerConfig:
     )
 
 
-def _fail(exc: Exception):
-    raise click.ClickException(str(exc)) from None
+def _fail(exc: Exception | str):
+    """Stop with the error, one problem a line; what it quotes (a template's, a server's words) cannot act."""
+    raise click.ClickException("\n".join(map(printable, str(exc).split("\n")))) from None
 
 
 def _commit(service, *args, **options):
