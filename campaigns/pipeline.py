@@ -49,6 +49,8 @@ from content.selection import (
     locale_key,
     locale_tag,
     normalize_locale,
+    phrases_by_locale,
+    phrases_for,
 )
 from delivery import ledger
 from delivery.message import Address, MessageTemplate, new_message_id, sending_domain
@@ -131,7 +133,7 @@ class Assembly:
         layout = session.get(LayoutVersion, run.content["layout_version"])
         pack = session.get(Pack, run.content["pack"])
         self.default_locale = pack.default_locale
-        self.strings_by_locale = _by_locale_key(pack.strings or {})
+        self.strings_by_locale = phrases_by_locale(pack.strings)
         self.slots = list(layout.slots)
         self.css = layout.css
         self._session = session
@@ -227,10 +229,7 @@ class Assembly:
         """The pack's phrases for a locale chain: the first locale that has each phrase."""
         strings = self._strings.get(chain)
         if strings is None:
-            strings = {}
-            for key in reversed(chain):
-                strings.update(self.strings_by_locale.get(key) or {})
-            self._strings[chain] = strings
+            strings = self._strings[chain] = phrases_for(self.strings_by_locale, chain)
         return strings
 
     # -- one recipient -------------------------------------------------------------------
@@ -425,14 +424,6 @@ def _slot_spec(name: str, options: dict) -> SlotSpec:
         interests=frozenset(options.get("interests") or ()),
         blocks=frozenset(options.get("blocks") or ()),
     )
-
-
-def _by_locale_key(by_locale: dict[str, dict]) -> dict[str, dict]:
-    """Mappings per stored locale merged per ``locale_key``: ``zh-tw`` and ``zh-hant-tw`` are one locale."""
-    merged: dict[str, dict] = {}
-    for locale, values in by_locale.items():
-        merged.setdefault(locale_key(locale), {}).update(values or {})
-    return merged
 
 
 class _PerLocale:

@@ -6,6 +6,8 @@ campaign's report. The figures, per run and broken down by block, locale and
 day (UTC, of when the response happened):
 
 - ``sent``: ledger rows sent; ``delivered``: sent minus those with a bounce;
+  per run, ``failed``: rows that failed (never sent), with their most common
+  reasons (``delivery.ledger.failed_by_reason``);
 - ``opened`` and ``clicked``: ``human`` and ``machine`` (Apple Mail Privacy
   Protection, scanners, prefetch), each ``unique`` (messages) and ``total``;
 - ``unsubscribed``, ``complained``: messages; ``bounced``: ``hard``, ``soft``
@@ -35,6 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from campaigns.definition import CampaignError
 from campaigns.models import Campaign, Run
 from content.models import Block, BlockVersion
+from delivery import ledger
 from delivery.models import Delivery, Response
 from segments.db import utcnow
 
@@ -282,8 +285,10 @@ def report(session: Session, campaign_id: int, *, run_id: int | None = None, now
     """The campaign's report: ``{"campaign": {id, name}, "generated_at", "runs": [...]}``, oldest run first.
 
     Each run: ``run``, ``state``, ``started``, ``finished`` (datetimes), the figures of the module docstring,
-    and ``by_block``, ``by_locale``, ``by_day`` lists. ``run_id`` limits it to that run. Raises
-    ``CampaignError`` for an unknown campaign or a run that is not the campaign's.
+    ``failed`` (recipients whose message failed) with ``failed_by_reason`` ({reason: count}, the most common
+    first, at most ``ledger.FAILED_REASONS_SHOWN``), and ``by_block``, ``by_locale``, ``by_day`` lists.
+    ``run_id`` limits it to that run. Raises ``CampaignError`` for an unknown campaign or a run that is not
+    the campaign's.
     """
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
@@ -296,6 +301,7 @@ def report(session: Session, campaign_id: int, *, run_id: int | None = None, now
         raise CampaignError(f"campaign {campaign_id} has no run {run_id}")
     ids = [run.id for run in runs]
     totals = _runs_totals(session, ids) if ids else {}
+    counts, failures = ledger.counts_by_run(session, ids), ledger.failed_by_reason(session, ids)
     blocks, locales, days = (
         (_by_block(session, ids), _by_locale(session, ids), _by_day(session, ids)) if ids else ({}, {}, {})
     )
@@ -310,6 +316,8 @@ def report(session: Session, campaign_id: int, *, run_id: int | None = None, now
                 "started": run.created_at,
                 "finished": run.finished_at,
                 **totals.get(run.id, empty),
+                "failed": counts[run.id]["failed"],
+                "failed_by_reason": failures[run.id],
                 "by_block": blocks.get(run.id, []),
                 "by_locale": locales.get(run.id, []),
                 "by_day": days.get(run.id, []),

@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 
 from campaigns.definition import CampaignError
 from campaigns.models import ACTIVE_STATES, Campaign, Run
-from content.checking import check_template, check_versions, pack_phrases
+from content.checking import check_template, check_versions, pack_phrases, render_problems
 from content.models import Block, Layout, LayoutVersion, Pack
-from content.selection import locale_key
+from content.selection import locale_chain, locale_key, phrases_by_locale, phrases_for
 from delivery import ledger
 from segments.compiler import compile_rules
 from segments.db import utcnow
@@ -93,24 +93,34 @@ def frozen_content(session: Session, layout_key: str) -> dict[str, Any]:
 
 
 def content_problems(session: Session, definition: dict[str, Any], content: dict[str, Any]) -> list[str]:
-    """What would fail or go missing for every recipient of the campaign with this content, field by field.
+    """What would fail or go missing for every recipient (or each with only an address), field by field.
 
     The subject and preheader against the pack's phrases and default locale,
-    the campaign's slot filters against the layout, and every template of the
-    layout and block versions (``content`` as ``frozen_content`` gives it).
+    then rendered for sample contacts in each of their locales
+    (``render_problems``); the campaign's slot filters against the layout; and
+    every template of the layout and block versions (``content`` as
+    ``frozen_content`` gives it).
     """
     pack = session.get(Pack, content["pack"])
     layout = session.get(LayoutVersion, content["layout_version"])
-    phrases = pack_phrases(pack)
+    phrases, by_locale = pack_phrases(pack), phrases_by_locale(pack.strings)
     problems = []
     for name in ("subject", "preheader"):
         templates = definition.get(name) or {}
         for locale, source in templates.items():
             where = name if locale == "*" else f"{name}.{locale}"
-            problems += [
-                f"field '{where}': template error: {p.message}"
-                for p in check_template(source, name, text=True, phrases=phrases)
-            ]
+            found = [f"template error: {p.message}" for p in check_template(source, name, text=True, phrases=phrases)]
+            if not found:  # what only rendering finds: an attribute the sandbox refuses, a call on a missing name
+                locale = pack.default_locale if locale == "*" else locale
+                rendered = render_problems(
+                    source,
+                    locale=locale,
+                    strings=phrases_for(by_locale, locale_chain(locale, pack.default_locale)),
+                    campaign={"name": definition["name"]},
+                    subject=None if name == "subject" else "A sample subject",
+                )
+                found = [p.message for p in rendered]
+            problems += [f"field '{where}': {problem}" for problem in found]
         # By CLDR equivalence: a subject for en-US serves a pack whose default is en.
         if templates and "*" not in templates and locale_key(pack.default_locale) not in map(locale_key, templates):
             problems.append(
@@ -374,7 +384,7 @@ def finish_if_done(session: Session, run: Run) -> bool:
 
 
 def status(session: Session, campaign_id: int) -> dict[str, Any]:
-    """The latest run's state, its ledger counts by status and its skipped rows by reason."""
+    """The latest run's state, its ledger counts by status, its skipped rows by reason and its top failure reasons."""
     run = latest_run(session, campaign_id)
     if run is None:
         return {
@@ -383,6 +393,7 @@ def status(session: Session, campaign_id: int) -> dict[str, Any]:
             "state": "draft",
             **ledger.counts(session, 0),
             "skipped_by_reason": {},
+            "failed_by_reason": {},
         }
     return {"campaign": campaign_id, **_run_views(session, [run])[0]}
 
@@ -425,9 +436,13 @@ def campaign_detail(session: Session, campaign_id: int) -> dict[str, Any]:
 
 
 def _run_views(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
-    """Each run's state, times, ledger counts and skipped rows by reason, in two GROUP BY queries for all."""
+    """Each run's state, times, ledger counts, skipped rows by reason and its most frequent failure reasons.
+
+    Three GROUP BY queries for all the runs.
+    """
     ids = [run.id for run in runs]
     counts, skipped = ledger.counts_by_run(session, ids), ledger.skipped_by_reason(session, ids)
+    failed = ledger.failed_by_reason(session, ids)
     return [
         {
             "run": run.id,
@@ -437,6 +452,7 @@ def _run_views(session: Session, runs: Sequence[Run]) -> list[dict[str, Any]]:
             "finished": run.finished_at,
             **counts[run.id],
             "skipped_by_reason": skipped[run.id],
+            "failed_by_reason": failed[run.id],
         }
         for run in runs
     ]

@@ -154,6 +154,22 @@ def locale_tag(value: str | None) -> str | None:
     return "-".join(part for part in (language, script, region, variant and variant.lower()) if part)
 
 
+def phrases_by_locale(by_locale: dict[str, dict] | None) -> dict[str, dict]:
+    """A pack's ``strings`` merged per ``locale_key``: ``zh-tw`` and ``zh-hant-tw`` are one locale."""
+    merged: dict[str, dict] = {}
+    for locale, values in (by_locale or {}).items():
+        merged.setdefault(locale_key(locale), {}).update(values or {})
+    return merged
+
+
+def phrases_for(by_key: dict[str, dict], chain: tuple[str, ...]) -> dict[str, str]:
+    """The phrases ``strings.<name>`` reads along a locale chain: each from the first locale that has it."""
+    phrases: dict[str, str] = {}
+    for key in reversed(chain):
+        phrases.update(by_key.get(key) or {})
+    return phrases
+
+
 @lru_cache(maxsize=_TAG_CACHE)
 def locale_chain(preferred: str | None, default: str) -> tuple[str, ...]:
     """The locales to try, as ``locale_key``s: the preferred one and its CLDR parents, then the default and its own.

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Interval, String, and_, bindparam, case, func, literal, select, update
+from sqlalchemy import Interval, String, and_, bindparam, case, func, literal, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -29,6 +29,8 @@ from segments.models import Contact, Suppression
 from segments.privacy import ERASED_REASON, erased_emails
 
 UNKNOWN_REASON = "in flight when its worker stopped: it may or may not have been delivered"
+FAILED_REASONS_SHOWN = 5  # the most frequent failure reasons a run's status and report list
+REASON_WIDTH = 200  # characters of a failure reason they show
 UNSENT_REASON = "claimed by a worker that stopped before handing it to the transport: never sent"
 
 
@@ -358,16 +360,55 @@ def counts_by_run(session: Session, run_ids: Sequence[int]) -> dict[int, dict[st
 
 def skipped_by_reason(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
     """Each run's skipped rows counted per reason, the most frequent reason first."""
+    return reasons_by_run(session, run_ids, "skipped")
+
+
+def failed_by_reason(session: Session, run_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Each run's ``FAILED_REASONS_SHOWN`` most frequent failure reasons, each cut to ``REASON_WIDTH`` characters.
+
+    A failure's reason can name its recipient (a server's refusal), so there can be as many as rows: the rest
+    of the run's failed rows is its ``failed`` count minus these.
+    """
+    return reasons_by_run(session, run_ids, "failed", limit=FAILED_REASONS_SHOWN, width=REASON_WIDTH)
+
+
+def reasons_by_run(
+    session: Session, run_ids: Sequence[int], status: str, *, limit: int | None = None, width: int | None = None
+) -> dict[int, dict[str, int]]:
+    """Each run's rows of ``status`` counted per reason, the most frequent first: one GROUP BY for all the runs.
+
+    ``width``: reasons are grouped by their first ``width`` characters, and one that was longer ends in "…".
+    ``limit``: only each run's ``limit`` most frequent reasons (ranked in SQL). A row without one counts under
+    "no reason recorded".
+    """
     result: dict[int, dict[str, int]] = {run_id: {} for run_id in run_ids}
     count = func.count()
-    rows = session.execute(
-        select(Delivery.run_id, Delivery.reason, count)
-        .where(Delivery.run_id.in_(run_ids), Delivery.status == "skipped")
-        .group_by(Delivery.run_id, Delivery.reason)
-        .order_by(Delivery.run_id, count.desc(), Delivery.reason)
+    # Inline numbers, not parameters: PostgreSQL must see the SELECT and GROUP BY expressions as one.
+    reason = (
+        Delivery.reason
+        if width is None
+        else func.substr(Delivery.reason, literal_column("1"), literal_column(str(int(width))))
     )
-    for run_id, reason, n in rows:
-        result[run_id][reason or "no reason recorded"] = n
+    ranked = (
+        select(
+            Delivery.run_id.label("run_id"),
+            reason.label("reason"),
+            count.label("n"),
+            func.max(func.length(Delivery.reason)).label("longest"),
+            func.row_number().over(partition_by=Delivery.run_id, order_by=(count.desc(), reason)).label("rank"),
+        )
+        .where(Delivery.run_id.in_(run_ids), Delivery.status == status)
+        .group_by(Delivery.run_id, reason)
+        .subquery()
+    )
+    query = select(ranked.c.run_id, ranked.c.reason, ranked.c.n, ranked.c.longest).order_by(
+        ranked.c.run_id, ranked.c.rank
+    )
+    if limit is not None:
+        query = query.where(ranked.c.rank <= limit)
+    for run_id, text, n, longest in session.execute(query):
+        cut = width is not None and longest is not None and longest > width
+        result[run_id][(text + "…" if cut else text) if text is not None else "no reason recorded"] = n
     return result
 
 

@@ -37,6 +37,7 @@ from delivery.tracking import LinkSigner
 from web.campaigns_format import (
     LISTED,
     definition_lines,
+    failed_lines,
     last_run,
     printable,
     skipped_line,
@@ -81,8 +82,9 @@ def worker_config(workers: int = 1) -> WorkerConfig:
     )
 
 
-def _fail(exc: Exception):
-    raise click.ClickException(str(exc)) from None
+def _fail(exc: Exception | str):
+    """Stop with the error, one problem a line; what it quotes (a template's, a server's words) cannot act."""
+    raise click.ClickException("\n".join(map(printable, str(exc).split("\n")))) from None
 
 
 def _commit(service, *args, **options):
@@ -222,6 +224,8 @@ def _print_status(campaign_id: int, as_json: bool = False) -> dict:
     click.echo(f"campaign {campaign_id}, {run}: {current['state']} — {tally(current)}")
     if current["skipped"]:
         click.echo(skipped_line(current))
+    for line in failed_lines(current):
+        click.echo(line)
     if current["unknown"]:
         click.echo(
             f"{current['unknown']:,} unknown: in flight when the connection was lost or the sender stopped, so they"
@@ -229,7 +233,7 @@ def _print_status(campaign_id: int, as_json: bool = False) -> dict:
             " (a second copy to any that did)"
         )
     if current.get("note"):
-        click.echo(f"note: {current['note']}")
+        click.echo(f"note: {printable(current['note'])}")
     return current
 
 
@@ -290,6 +294,8 @@ def show_command(campaign_id, as_json):
         click.echo(f"    {tally(run)}")
         if run["skipped"]:
             click.echo(f"    {skipped_line(run)}")
+        for line in failed_lines(run):
+            click.echo(f"    {line}")
         if run["note"]:
             click.echo(f"    note: {printable(run['note'])}")
 

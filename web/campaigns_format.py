@@ -23,6 +23,23 @@ def skipped_line(run: dict) -> str:
     return f"{run['skipped']:,} skipped: {reasons}"
 
 
+def failed_lines(run: dict) -> list[str]:
+    """Why a run's recipients failed, the most common reason first: a heading, then one indented line per reason.
+
+    ``run`` has ``failed`` and ``failed_by_reason`` (at most ``FAILED_REASONS_SHOWN``; the rest is one line).
+    Reasons are stored text (a server's reply, a template's error): printed so that nothing in them can act.
+    """
+    if not run["failed"]:
+        return []
+    reasons = run["failed_by_reason"]
+    lines = [f"{run['failed']:,} failed, the most common reasons first:"]
+    lines += [f"  {count:,} × {printable(reason)}" for reason, count in reasons.items()]
+    rest = run["failed"] - sum(reasons.values())
+    if rest > 0:
+        lines.append(f"  {rest:,} × other reasons")
+    return lines
+
+
 def to_json(value) -> str:
     """``value`` as JSON, times in ISO 8601."""
     return json.dumps(value, default=lambda moment: moment.isoformat())

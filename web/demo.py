@@ -22,7 +22,7 @@ from segments.models import Contact, Event, Identity, Interest
 from segments.rules import load_rules_file
 from segments.service import count_segment, save_segment
 from web.campaigns_cli import follow
-from web.campaigns_format import skipped_line
+from web.campaigns_format import failed_lines, skipped_line
 from web.cli import command_name
 from web.contacts_cli import run_import, summary_line
 from web.content_cli import report_line, run_pack_import
@@ -123,6 +123,8 @@ def _send_weekly(session, examples_dir: Path) -> tuple[int, int]:
     )
     if current["skipped"]:
         click.echo(f"  {skipped_line(current)}")
+    for line in failed_lines(current):
+        click.echo(f"  {line}")
     click.echo("Who got which blocks (a sample; each later run leaves out what a customer already got):")
     rows = session.execute(
         select(Delivery.email, Delivery.locale, Delivery.blocks)

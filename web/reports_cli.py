@@ -16,7 +16,7 @@ from flask.cli import with_appcontext
 
 from campaigns.definition import CampaignError
 from campaigns.reports import report
-from web.campaigns_format import printable, when
+from web.campaigns_format import failed_lines, printable, when
 from web.cli import ID
 from web.db import get_session
 from web.segments_cli import table
@@ -47,6 +47,7 @@ def _totals(run: dict) -> str:
     opened, clicked, bounced = run["opened"], run["clicked"], run["bounced"]
     rows = [
         ("sent", _n(run["sent"]), "", ""),
+        ("failed (not sent)", _n(run["failed"]), "", ""),
         ("delivered", _n(run["delivered"]), "", ""),
         ("opened (human)", _n(opened["human"]["unique"]), _n(opened["human"]["total"]), _percent(rates["open"])),
         ("opened (machine)", _n(opened["machine"]["unique"]), _n(opened["machine"]["total"]), ""),
@@ -125,7 +126,9 @@ def text_report(result: dict, *, most_clicked: int | None = None) -> str:
         lines.append("never sent: nothing to report")
     for run in result["runs"]:
         started, finished = when(run["started"]), when(run["finished"])
-        lines += ["", f"run {run['run']} ({run['state']}; started {started}, finished {finished})", _totals(run)]
+        state = f"{run['state']}, {run['failed']:,} failed" if run["failed"] else run["state"]
+        lines += ["", f"run {run['run']} ({state}; started {started}, finished {finished})", _totals(run)]
+        lines += ["", *failed_lines(run)] if run["failed"] else []
         lines += ["", *_block_section(run, campaign["id"], most_clicked)]
         lines += ["", "by locale", _breakdown(run["by_locale"], "locale", "locale")]
         lines += ["", "by day", _breakdown(run["by_day"], "day", "day (UTC)")]

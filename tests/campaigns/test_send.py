@@ -76,6 +76,7 @@ def test_every_recipient_gets_their_own_email_over_smtp(session, engine, tmp_pat
         "skipped": 0,
         "unknown": 0,
         "skipped_by_reason": {},
+        "failed_by_reason": {},
         "started": run.created_at,
         "finished": run.finished_at,
     }

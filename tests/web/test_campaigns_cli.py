@@ -294,6 +294,7 @@ def test_list_and_show_every_campaign_with_its_last_run(runner, session, tmp_pat
         "skipped": 0,
         "unknown": 0,
         "skipped_by_reason": {},
+        "failed_by_reason": {},
     }
 
     shown = runner.invoke(args=["campaigns", "show", str(second)])

@@ -46,8 +46,9 @@ def test_text_report_shows_counts_rates_and_money(runner, reported):
     lines = result.output.splitlines()
     assert lines[0].startswith(f"campaign {campaign.id}: Weekly (report of ")
     assert lines[2].startswith(f"run {run.id} (finished; started ")
-    totals = {row[0]: row[1:] for row in (_cells(line) for line in lines[3:17]) if row}
+    totals = {row[0]: row[1:] for row in (_cells(line) for line in lines[3:18]) if row}
     assert totals["sent"] == ["5"]
+    assert totals["failed (not sent)"] == ["0"]
     assert totals["delivered"] == ["4"]
     assert totals["opened (human)"] == ["1", "1", "25.0%"]
     assert totals["opened (machine)"] == ["1", "1"]
