@@ -16,7 +16,7 @@ day (UTC, of when the response happened):
   per currency, the sum of minor units as a ``Decimal`` in major units (the
   currency's ISO 4217 precision, from Babel);
 - ``rates`` over delivered (opens and clicks human and unique); the bounce rate
-  over sent. ``None`` where there is nothing to divide by.
+  over the messages tried: sent, or refused by the server while sending. ``None`` where there is nothing to divide by.
 
 Every count is one ``GROUP BY`` with ``COUNT(DISTINCT CASE …)``: no Python
 loop over responses or events, the same statements on SQLite and PostgreSQL.
@@ -128,7 +128,9 @@ def _figures(row: dict[str, Any], revenue: dict[str, Decimal], *, with_sent: boo
             "unsubscribe": _ratio(row["unsubscribed"], delivered),
             "complaint": _ratio(row["complained"], delivered),
             "conversion": _ratio(row["converted"], delivered),
-            "bounce": _ratio(row["bounced"], row["sent"]),
+            # over the messages tried: those sent, and those the server refused while sending (an SMTP 5xx,
+            # recorded as a hard bounce on a row that was never sent); over sent alone it could pass 100 %
+            "bounce": _ratio(row["bounced"], row["sent"] + row["bounced"] - row["bounced_sent"]),
         }
     return figures
 

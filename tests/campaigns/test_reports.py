@@ -220,8 +220,10 @@ def _with_sent(ledger: list[Delivery], rows: list[dict]) -> dict:
         "unsubscribe": rate(figures["unsubscribed"], delivered),
         "complaint": rate(figures["complained"], delivered),
         "conversion": rate(figures["converted"]["unique"], delivered),
-        "bounce": rate(figures["bounced"]["total"], sent),
+        # tried: sent, or refused while sending (a bounce on a row that was never sent)
+        "bounce": rate(figures["bounced"]["total"], sent + figures["bounced"]["total"] - bounced_sent),
     }
+    assert figures["rates"]["bounce"] is None or 0 <= figures["rates"]["bounce"] <= 1
     return figures
 
 

@@ -149,3 +149,10 @@ def test_only_the_most_common_reasons_are_listed(runner, app, session, imported,
     lines = runner.invoke(args=["campaigns", "status", str(campaign_id)]).output.splitlines()
     at = lines.index("9 failed, the most common reasons first:")
     assert len(lines[at + 1 : at + 6]) == 5 and lines[at + 6] == "  3 × other reasons", lines
+    # The 7 refusals are hard bounces of messages never sent: the bounce rate counts them among the tried.
+    (run,) = json.loads(runner.invoke(args=["campaigns", "report", str(campaign_id), "--json"]).output)["runs"]
+    assert (run["sent"], run["bounced"]["hard"], run["delivered"]) == (2, 7, 2)
+    assert run["rates"]["bounce"] == pytest.approx(7 / 9)
+    text = runner.invoke(args=["campaigns", "report", str(campaign_id)]).output.splitlines()
+    bounced = next(line for line in text if line.startswith("bounced  "))
+    assert bounced.split() == ["bounced", "7", "77.8%", "of", "sent", "or", "refused"], bounced
