@@ -31,6 +31,7 @@ from marshmallow.validate import OneOf
 
 from segments.imports.values import BadValue
 from segments.imports.values import email as canonical_email
+from segments.interests import MAX_SCORE
 from segments.models import CHANNEL_LENGTH, CONTACT_STATUSES, TAG_LENGTH
 from segments.plain_data import TooBig, child_path, json_deeper_than, refused_text, yaml_depth
 from segments.rule_tree import (  # noqa: F401  (the rule tree is part of this module's interface)
@@ -213,8 +214,9 @@ def _attr_value(op: str, value: Any) -> Any:
 
 
 def _interest_value(value: Any) -> float:
-    if not _is_number(value) or value < 0:
-        raise _value_error("must be a finite number from 0 up")
+    """A score to compare with: one on the scale scores are kept on (a threshold past it could never match)."""
+    if not _is_number(value) or not 0 <= value <= MAX_SCORE:
+        raise _value_error(f"must be a score from 0 to {MAX_SCORE:g}, the scale interests are kept on")
     return value
 
 
