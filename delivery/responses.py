@@ -20,7 +20,8 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
 
-from babel.numbers import get_currency_precision, is_currency
+from babel import Locale
+from babel.numbers import get_currency_precision, get_territory_currencies
 from sqlalchemy import (
     String,
     and_,
@@ -444,8 +445,8 @@ def _money(value, currency) -> tuple[str, int]:
     if not isinstance(currency, str) or not re.fullmatch(r"[A-Za-z]{3}", currency.strip()):
         raise ConversionError("currency: must be a three-letter ISO 4217 code")
     currency = currency.strip().upper()
-    if not is_currency(currency):
-        raise ConversionError(f"currency: {currency!r} is not an ISO 4217 currency")
+    if not is_tender(currency):
+        raise ConversionError(f"currency: {currency!r} is not the ISO 4217 code of a currency in use")
     if isinstance(value, bool) or not isinstance(value, (str, Decimal, int)) or len(str(value)) > 40:
         raise ConversionError("value: must be a decimal amount such as 12.50")
     try:
@@ -460,6 +461,23 @@ def _money(value, currency) -> tuple[str, int]:
     if minor > MAX_VALUE_MINOR:
         raise ConversionError(f"value: {amount} is larger than any order Patron accepts")
     return currency, int(minor)
+
+
+def is_tender(code: str) -> bool:
+    """Whether ``code`` (upper case) is the ISO 4217 code of a currency some country or territory takes as legal
+    tender today, by CLDR's territory data (Babel). Codes that are no money a shop takes are not: XXX (no
+    currency), XTS (testing), XAU and the other metals, XDR; nor withdrawn ones (DEM, VEF)."""
+    return code in _tender_currencies()
+
+
+@cache
+def _tender_currencies() -> frozenset[str]:
+    today = datetime.now(UTC).date()
+    codes: set[str] = set()
+    for territory in Locale("en").territories:
+        if len(territory) == 2 and territory.isalpha():  # countries and territories, not regions like 419
+            codes.update(get_territory_currencies(territory, start_date=today, tender=True))
+    return frozenset(codes)
 
 
 def _precision(currency: str) -> int:
@@ -496,20 +514,29 @@ def _conversion_contact(session: Session, email, contact_id, delivery_id) -> tup
     if contact_id is not None:
         if not _is_id(contact_id):
             raise ConversionError("contact_id: must be a positive integer")
-        if session.scalar(select(Contact.id).where(Contact.id == contact_id, Contact.status != ERASED)) is None:
+        known = session.execute(
+            select(Contact.id, Contact.email).where(Contact.id == contact_id, Contact.status != ERASED)
+        ).first()
+        if known is None:
             raise ConversionError(f"contact_id: no contact {contact_id}")
+        if email is not None and _normalized(email) != known.email:
+            raise ConversionError(f"email: is not the address of contact {contact_id}; name the customer once")
         return contact_id, delivery
     if email is not None:
-        if not isinstance(email, str):
-            raise ConversionError("email: must be a string")
-        try:
-            address = normalized_email(email)
-        except BadValue as exc:
-            raise ConversionError(f"email: {exc}") from None
-        return session.scalar(select(Contact.id).where(Contact.email == address)), delivery
+        return session.scalar(select(Contact.id).where(Contact.email == _normalized(email))), delivery
     if delivery is not None:
         return delivery.contact_id, delivery
     raise ConversionError("contact_id: name the customer by contact_id, email or delivery_id")
+
+
+def _normalized(email) -> str:
+    """``email`` as imports store it; ConversionError naming the field if it is no address."""
+    if not isinstance(email, str):
+        raise ConversionError("email: must be a string")
+    try:
+        return normalized_email(email)
+    except BadValue as exc:
+        raise ConversionError(f"email: {exc}") from None
 
 
 def _is_id(value) -> bool:

@@ -125,6 +125,35 @@ def test_a_bad_field_is_422_naming_it(client, key, session, change, field):
     assert conversions(session) == 0
 
 
+@pytest.mark.parametrize("currency", ["XXX", "XTS", "XAU", "XDR", "DEM"])
+def test_a_code_that_is_no_money_in_use_is_not_a_currency(client, key, session, currency):
+    answer = assert_error(post(client, key, {**ORDER, "currency": currency}), 422, "currency")
+    assert answer["fields"]["currency"] == ["must be the ISO 4217 code of a currency in use, like EUR"]
+    assert conversions(session) == 0
+
+
+def test_a_field_s_problem_is_said_once_without_its_name_again(client, key, session):
+    # A negative amount is out of range whether it comes as a string or a number.
+    as_text = assert_error(post(client, key, {**ORDER, "value": "-1"}), 422, "value")
+    as_number = assert_error(post(client, key, {**ORDER, "value": -1}), 422, "value")
+    assert as_text["fields"] == as_number["fields"] == {"value": ["must be between 0 and 1,000,000,000,000"]}
+    # A problem record_conversion finds (not the schema) is answered the same way.
+    finer = assert_error(post(client, key, {**ORDER, "value": "1.5", "currency": "JPY"}), 422, "value")
+    assert finer["error"] == "value: JPY has 0 decimal places, 1.5 has more"
+    assert finer["fields"] == {"value": ["JPY has 0 decimal places, 1.5 has more"]}
+
+
+def test_a_contact_id_and_an_email_of_two_customers_is_422_not_a_guess(client, key, session):
+    ana, bob = sent_delivery(session, "ana@example.com"), sent_delivery(session, "bob@example.com")
+    body = {**ORDER, "contact_id": bob.contact_id}  # ORDER names ana by email
+    answer = assert_error(post(client, key, body), 422, "email")
+    assert answer["fields"] == {"email": [f"is not the address of contact {bob.contact_id}; name the customer once"]}
+    assert conversions(session) == 0
+    same = post(client, key, {**body, "email": " Bob@Example.COM "})  # the same customer, spelt as a shop may
+    assert same.status_code == 201, same.get_json()
+    assert same.get_json()["conversion"]["contact_id"] == bob.contact_id != ana.contact_id
+
+
 @pytest.mark.parametrize("missing", ["order_id", "value", "currency"])
 def test_a_missing_field_is_named(client, key, missing):
     body = {name: value for name, value in ORDER.items() if name != missing}

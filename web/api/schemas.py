@@ -6,9 +6,10 @@ import re
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
-from babel.numbers import get_currency_precision, is_currency
+from babel.numbers import get_currency_precision
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
+from delivery.responses import is_tender
 from segments.event_times import implausible
 from segments.imports.values import unseen_char
 from segments.models import EMAIL_LENGTH, IDENTIFIER_LENGTH
@@ -16,7 +17,7 @@ from segments.models import EMAIL_LENGTH, IDENTIFIER_LENGTH
 MAX_VALUE = Decimal(10) ** 12  # a trillion in the major unit: far above any order, far below BIGINT minor units
 MAX_PLACES = 6
 MAX_ID = 2**63 - 1
-_DECIMAL_TEXT = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?")
+_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,20})?")  # a sign, so "-1" meets the range check as -1 does
 _CLICK = re.compile(r"([1-9][0-9]{0,17})\.([A-Za-z0-9_.-]{1,64})")
 
 
@@ -54,12 +55,12 @@ class Amount(fields.Field):
 
 
 class Currency(fields.String):
-    """An ISO 4217 code as Babel knows it, upper-cased."""
+    """The ISO 4217 code of a currency in use (``delivery.responses.is_tender``), upper-cased."""
 
     def _deserialize(self, value, attr, data, **kwargs) -> str:
         code = super()._deserialize(value, attr, data, **kwargs)
-        if not re.fullmatch(r"[A-Za-z]{3}", code) or not is_currency(code.upper()):
-            raise ValidationError("must be an ISO 4217 currency code like EUR")
+        if not re.fullmatch(r"[A-Za-z]{3}", code) or not is_tender(code.upper()):
+            raise ValidationError("must be the ISO 4217 code of a currency in use, like EUR")
         return code.upper()
 
 

@@ -159,8 +159,8 @@ def post_conversion():
         response, created = _record(data, "api")
     except ConversionError as exc:
         get_session().rollback()
-        field = str(exc).partition(":")[0]
-        raise ApiError(422, str(exc), {field: [str(exc)]}) from None
+        field, _, problem = str(exc).partition(": ")  # "value: …": the field, then what is wrong with it
+        raise ApiError(422, str(exc), {field: [problem]}) from None
     return jsonify(created=created, conversion=ConversionOut().dump(response)), 201 if created else 200
 
 
