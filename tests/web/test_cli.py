@@ -84,18 +84,16 @@ def test_flasks_development_commands_and_options_are_gone(tmp_path, monkeypatch)
         assert result.exit_code == 2 and re.search(f"No such option:? '?{option}'?", result.output)
 
 
-def test_a_bad_setting_is_one_line_even_for_help(tmp_path):
-    result = patron(
-        "--help",
-        cwd=tmp_path,
-        path=os.defpath,
-        env={"PATRON_INSTANCE_PATH": str(tmp_path), "PATRON_INTEREST_HALF_LIFE_DAYS": "-1"},
-    )
+def test_help_needs_no_settings_and_a_command_says_what_is_wrong_in_one_line(tmp_path):
+    env = {"PATRON_INSTANCE_PATH": str(tmp_path), "PATRON_INTEREST_HALF_LIFE_DAYS": "-1"}
+    shown = patron("--help", cwd=tmp_path, path=os.defpath, env=env)
+    assert shown.returncode == 0 and shown.stdout.startswith("Usage: patron"), shown.stderr
+    result = patron("campaigns", "list", cwd=tmp_path, path=os.defpath, env=env)
     assert result.returncode == 1
     assert (
         result.stderr == "Error: invalid setting PATRON_INTEREST_HALF_LIFE_DAYS: must be a positive number, got '-1'\n"
     )
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "Traceback" not in shown.stdout + shown.stderr + result.stdout + result.stderr
 
 
 def test_hints_print_patron_as_this_shell_can_run_it(engine, tmp_path):
