@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from campaigns.models import Campaign, Run
 from delivery.models import Delivery, Response, ShownBlock
+from segments.models import Contact
 from segments.privacy import as_record, erase_audience, export_audience, find_contact
 
 
@@ -75,6 +76,9 @@ def erase_person(session: Session, address: str) -> Erased:
     contact = find_contact(session, address)
     responses = deliveries = 0
     if contact is not None:
+        # Held from the start (PostgreSQL): a click batch recording for this person waits, or is waited for,
+        # and never leaves a response behind (delivery.clicks.record_clicks asks again after its write).
+        session.execute(select(Contact.id).where(Contact.id == contact.id).with_for_update())
         own = select(Delivery.id).where(Delivery.contact_id == contact.id).scalar_subquery()
         responses = session.execute(
             delete(Response).where(or_(Response.contact_id == contact.id, Response.delivery_id.in_(own)))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, delete, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
@@ -41,7 +41,7 @@ from delivery.responses import (
     timeline_event_row,
 )
 from segments.db import as_recordset, recordset_insert, utcnow
-from segments.models import PROFILING, TRACKING, Consent, Event
+from segments.models import ERASED, PROFILING, TRACKING, Consent, Contact, Event
 
 
 @dataclass(frozen=True)
@@ -184,13 +184,32 @@ def _bulk_insert(postgresql: bool, table, columns: tuple[str, ...], returning: b
     return conflict.returning(table.c.id, table.c.external_id)
 
 
+def _erased_since_read(connection: Connection, contact_ids: set[int]) -> set[int]:
+    """Those of ``contact_ids`` erased since the batch was read (``read_batch`` runs in a transaction of its own).
+
+    Asked after the batch's first write, so SQLite's snapshot is taken once this writer holds the lock, and
+    with ``FOR SHARE`` on PostgreSQL: an erasure that holds the contact (``campaigns.privacy.erase_person``
+    locks it first) is waited for and its result read; one that comes later waits for this commit and then
+    deletes what it finds."""
+    if not contact_ids:
+        return set()
+    query = (
+        select(Contact.__table__.c.id)
+        .where(Contact.__table__.c.id.in_(sorted(contact_ids)), Contact.__table__.c.status == ERASED)
+        .with_for_update(read=True)
+    )
+    return set(connection.scalars(query))
+
+
 def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float, now: datetime | None = None) -> int:
     """Record the batch's clicks; how many were new. Flushes, never commits.
 
-    Three statements whatever the batch's size: the responses (one INSERT of all the rows that skips keys
-    recorded before), their events (one INSERT), and one upsert of interests for the human clicks of contacts who
-    grant ``profiling``, summed per contact and tag (raising by a and then by b at one moment is raising
-    by a + b). Interests are raised as of ``now`` (default: the time of recording), the moment they learn.
+    Four statements whatever the batch's size: the responses (one INSERT of all the rows that skips keys
+    recorded before); which of their people were erased since the batch was read (their responses are
+    deleted again, and nothing else is recorded for them); their events (one INSERT); and one upsert of
+    interests for the human clicks of contacts who grant ``profiling``, summed per contact and tag (raising
+    by a and then by b at one moment is raising by a + b). Interests are raised as of ``now`` (default: the
+    time of recording), the moment they learn.
     """
     now = now or utcnow()
     rows, context = [], {}
@@ -221,6 +240,11 @@ def record_clicks(session: Session, batch: ClickBatch, *, half_life_days: float,
         return 0
     connection = session.connection()
     inserted = _insert_rows(connection, Response.__table__, rows, returning=True).all()
+    erased = _erased_since_read(connection, {delivery.contact_id for _, delivery, _, _ in context.values()})
+    if erased:
+        dropped = [response_id for response_id, key in inserted if context[key][1].contact_id in erased]
+        connection.execute(delete(Response.__table__).where(Response.__table__.c.id.in_(dropped)))
+        inserted = [(response_id, key) for response_id, key in inserted if context[key][1].contact_id not in erased]
     events, raises = [], defaultdict(float)
     for response_id, key in sorted(inserted, key=lambda row: row[0]):
         record, delivery, link, reason = context[key]

@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
 from campaigns.models import Campaign, Run
+from campaigns.privacy import erase_person
 from delivery import learning
 from delivery.clicks import read_batch, record_clicks
 from delivery.journal import ClickRecord
 from delivery.models import Delivery, Response
 from delivery.responses import Client, click
 from delivery.tracking import register_links
-from segments.db import utcnow
+from segments.db import make_session_factory, utcnow
 from segments.models import Consent, Contact, Event, Interest
 
 HUMAN = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4"
@@ -117,6 +118,25 @@ def test_the_same_records_recorded_twice_are_recorded_once(session):
     assert (responses(session), count(session, Event), scores(session, ana.id)) == after_one
     assert len(after_one[0]) == 3 and after_one[1] == 3
     assert after_one[2] == pytest.approx({"pizza": 2 * learning.CLICK_POINTS, "family": learning.CLICK_POINTS})
+
+
+def test_a_person_erased_between_reading_and_writing_a_batch_gets_nothing_recorded(session, engine):
+    # The drainer reads a batch in one transaction and writes it in the next: an erasure may commit between.
+    ana, bob = add_contact(session, "ana@example.com"), add_contact(session, "bob@example.com")
+    pizza = add_link(session, "https://shop.example.com/pizza", 41, PIZZA)
+    batch_records = clicks((add_delivery(session, ana), pizza), (add_delivery(session, bob), pizza))
+    session.commit()
+    batch = read_batch(session, batch_records)
+    session.rollback()
+    with make_session_factory(engine)() as other:  # patron contacts erase, meanwhile
+        erase_person(other, "ana@example.com")
+        other.commit()
+
+    assert record_clicks(session, batch, half_life_days=HALF_LIFE) == 1
+    session.commit()
+    assert [row.delivery_id for row in responses(session)] == [batch_records[1].delivery_id]
+    assert session.scalars(select(Event.contact_id)).all() == [bob.id]
+    assert scores(session, ana.id) == {} and scores(session, bob.id)
 
 
 def test_clicks_that_cannot_be_recorded_are_skipped_and_the_rest_of_the_batch_is_recorded(session):
