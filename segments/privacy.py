@@ -157,7 +157,7 @@ def erase_audience(session: Session, address: str) -> AudienceErasure:
             session.execute(delete(model).where(model.contact_id == contact.id))
         contact.email = contact.first_name = contact.last_name = contact.locale = contact.timezone = None
         contact.attributes = {}
-        contact.frequency_cap = None
+        contact.frequency_cap = contact.locale_chosen_at = None
         contact.status = ERASED
         session.expire(contact, ["identities", "interests", "consents"])
     suppressions = session.execute(delete(Suppression).where(Suppression.email == address)).rowcount

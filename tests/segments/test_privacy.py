@@ -72,6 +72,7 @@ def test_erasing_keeps_only_the_digest_and_a_tombstone(session):
         {},
         "deleted",
     )
+    assert (tombstone.frequency_cap, tombstone.locale_chosen_at) == (None, None)  # not even when she chose
     for model in (Event, Interest, Consent, Identity):
         assert session.scalar(select(func.count()).select_from(model).where(model.contact_id == ana_id)) == 0
     assert _count(session, Suppression) == 0
