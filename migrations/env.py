@@ -20,15 +20,37 @@ def run_migrations_online() -> None:
 
         engine = make_engine(settings.load_settings().database_url)
     with engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=target_metadata,
-            render_as_batch=connection.dialect.name == "sqlite",
-            compare_type=True,
-        )
-        with context.begin_transaction():
-            context.run_migrations()
-        connection.commit()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # Batch mode alters a SQLite table by copying it and dropping the old one; with foreign keys on,
+            # that DROP deletes every row that refers to it (ON DELETE CASCADE): a downgrade that drops a
+            # column of contacts would empty identities, consents, events and the ledger. SQLite ignores this
+            # pragma inside a transaction, so it is set on the driver's connection before anything begins.
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            context.configure(
+                connection=connection,
+                target_metadata=target_metadata,
+                render_as_batch=sqlite,
+                compare_type=True,
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+                if sqlite:
+                    _check_foreign_keys(connection)
+            connection.commit()
+        finally:
+            if sqlite:
+                connection.rollback()
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+
+
+def _check_foreign_keys(connection) -> None:
+    """Raise (so the migration rolls back) if the copied tables broke a reference while the check was off."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        table, rowid, parent, _ = broken[0]
+        raise RuntimeError(f"{len(broken)} rows refer to rows that are gone, e.g. {table} row {rowid} → {parent}")
 
 
 run_migrations_online()

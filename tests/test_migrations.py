@@ -142,3 +142,53 @@ def test_upgrade_0007_reads_back_the_choices_people_made_before_it(engine):
         assert {tag: bool(value) for tag, value in chosen.items()} == {"pasta": True, "pizza": False}
     finally:
         upgrade(engine)
+
+
+def test_a_downgrade_and_upgrade_keep_every_row_of_a_populated_database(engine, session):
+    """Dropping a column on SQLite copies the table and drops the old one; with foreign keys on, that drop once
+    deleted every row referring to it (identities, consents, interests, events), all ON DELETE CASCADE."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import func, select
+
+    from segments.models import Consent, Contact, Event, Identity, Interest
+
+    now = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    contact = Contact(email="kept@example.com", locale="es")
+    session.add(contact)
+    session.flush()
+    session.add_all(
+        [
+            Identity(contact_id=contact.id, channel="pos", value="POS-1"),
+            Consent(contact_id=contact.id, purpose="tracking", granted=True, source="crm", recorded_at=now),
+            Interest(contact_id=contact.id, tag="pizza", score=7.0, updated_at=now),
+            Event(
+                contact_id=contact.id,
+                channel="pos",
+                type="purchase",
+                occurred_at=now,
+                properties={},
+                source="pos",
+                external_id="T1",
+                received_at=now,
+            ),
+        ]
+    )
+    session.commit()
+
+    def counts():
+        with engine.connect() as connection:
+            return [
+                connection.scalar(select(func.count()).select_from(model))
+                for model in (Contact, Identity, Consent, Interest, Event)
+            ]
+
+    assert counts() == [1, 1, 1, 1, 1]
+    try:
+        command.downgrade(alembic_config(engine), "0005_responses")  # drops columns of contacts and interests
+        assert counts() == [1, 1, 1, 1, 1]
+    finally:
+        upgrade(engine)
+    assert counts() == [1, 1, 1, 1, 1]
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT email, locale FROM contacts").one() == ("kept@example.com", "es")
