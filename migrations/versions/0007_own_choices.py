@@ -47,13 +47,16 @@ def _backfill(connection) -> None:
         "events",
         sa.column("contact_id", sa.BigInteger()),
         sa.column("type", sa.String()),
+        sa.column("channel", sa.String()),
+        sa.column("source", sa.String()),
         sa.column("occurred_at", segments.db.UTCDateTime()),
         sa.column("properties", segments.db.JsonDoc),
     )
     locales: dict[int, object] = {}
     tags: dict[tuple[int, str], object] = {}
+    # The preference page's own events only: an imported event may be called "preferences" too.
     query = sa.select(events.c.contact_id, events.c.occurred_at, events.c.properties).where(
-        events.c.type == "preferences"
+        events.c.type == "preferences", events.c.channel == "email", events.c.source == "preference_page"
     )
     for contact_id, occurred_at, properties in connection.execute(query.order_by(events.c.occurred_at)):
         properties = properties or {}

@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, false, func, insert, null, or_, select, true, update
+from sqlalchemy import bindparam, case, false, func, insert, null, or_, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from segments import privacy  # the module, not its names: privacy imports segments.imports itself
@@ -332,7 +332,16 @@ _UPDATE_CONTACTS = Bulk(
     .where(contacts.c.id == bindparam("contact_id"))
     .values(
         email=func.coalesce(contacts.c.email, bindparam("new_email")),
-        **{name: func.coalesce(bindparam(f"new_{name}"), contacts.c[name]) for name in PROFILE_FIELDS},
+        **{
+            name: func.coalesce(bindparam(f"new_{name}"), contacts.c[name])
+            for name in PROFILE_FIELDS
+            if name != "locale"
+        },
+        # A locale the person chose stays, also when they chose it after this batch read the contact.
+        locale=case(
+            (contacts.c.locale_chosen_at.is_(None), func.coalesce(bindparam("new_locale"), contacts.c.locale)),
+            else_=contacts.c.locale,
+        ),
         attributes=func.coalesce(bindparam("new_attributes", type_=contacts.c.attributes.type), contacts.c.attributes),
         status=func.coalesce(bindparam("new_status"), contacts.c.status),
     ),
@@ -348,7 +357,7 @@ def _upserts(dialect_insert) -> tuple[Bulk, Bulk, Bulk]:
     return (
         Bulk(identity.on_conflict_do_nothing(), ("contact_id", "channel", "value"), shared=("created_at",)),
         Bulk(
-            # The WHERE repeats the rule _changed_interests applies, for a choice saved since it read.
+            # The WHERE repeats the rule _changes applies, for a choice saved since it read.
             interest.on_conflict_do_update(
                 index_elements=["contact_id", "tag"],
                 set_={name: interest.excluded[name] for name in ("score", "imported", "updated_at")},
@@ -367,9 +376,9 @@ def _upserts(dialect_insert) -> tuple[Bulk, Bulk, Bulk]:
                     "text_version": null(),
                     "own_choice": false(),
                 },
-                where=or_(
-                    consents.c.own_choice == false(), consents.c.granted == true(), consent.excluded.granted == false()
-                ),
+                # Never over the person's own withdrawal, not even with the import's: that would clear own_choice,
+                # and the next import could grant it back.
+                where=or_(consents.c.own_choice == false(), consents.c.granted == true()),
             ),
             ("contact_id", "purpose", "granted"),
             shared=("source", "recorded_at"),
