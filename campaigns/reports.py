@@ -16,7 +16,8 @@ day (UTC, of when the response happened):
   per currency, the sum of minor units as a ``Decimal`` in major units (the
   currency's ISO 4217 precision, from Babel);
 - ``rates`` over delivered (opens and clicks human and unique); the bounce rate
-  over the messages tried: sent, or refused by the server while sending. ``None`` where there is nothing to divide by.
+  over the messages tried: sent, of unknown fate, or refused by the server while sending. ``None`` where
+  there is nothing to divide by.
 
 Every count is one ``GROUP BY`` with ``COUNT(DISTINCT CASE …)``: no Python
 loop over responses or events, the same statements on SQLite and PostgreSQL.
@@ -30,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 from babel.numbers import get_currency_precision
-from sqlalchemy import BigInteger, case, cast, func, literal_column, select, true
+from sqlalchemy import BigInteger, and_, case, cast, func, literal_column, select, true
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -81,6 +82,12 @@ _RESPONSE_COLUMNS = {
 _SENT = func.count(func.distinct(case((D.status == "sent", D.id))))
 # Bounces of messages the ledger has as sent: delivered is sent minus these.
 _BOUNCED_SENT = _unique(_kind("bounce") & (D.status == "sent"))
+# The messages tried but not known as sent: those whose fate a lost connection left unknown, and those the
+# server refused while they were sent (an SMTP 5xx: a hard bounce on a row that failed). With the sent ones,
+# they are what the bounce rate is over: every bounce is of one of them.
+_REFUSED = func.count(
+    func.distinct(case((D.status == "unknown", D.id), (and_(_kind("bounce"), D.status == "failed"), D.id)))
+)
 
 
 def _columns(labels: dict[str, ColumnElement]) -> list:
@@ -128,9 +135,8 @@ def _figures(row: dict[str, Any], revenue: dict[str, Decimal], *, with_sent: boo
             "unsubscribe": _ratio(row["unsubscribed"], delivered),
             "complaint": _ratio(row["complained"], delivered),
             "conversion": _ratio(row["converted"], delivered),
-            # over the messages tried: those sent, and those the server refused while sending (an SMTP 5xx,
-            # recorded as a hard bounce on a row that was never sent); over sent alone it could pass 100 %
-            "bounce": _ratio(row["bounced"], row["sent"] + row["bounced"] - row["bounced_sent"]),
+            # over the messages tried (_REFUSED): over sent alone, send-time refusals could pass 100 %
+            "bounce": _ratio(row["bounced"], row["sent"] + row["tried_unsent"]),
         }
     return figures
 
@@ -159,7 +165,13 @@ def major_units(minor: int, currency: str) -> Decimal:
 
 def _runs_totals(session: Session, run_ids: list[int]) -> dict[int, dict]:
     rows = session.execute(
-        select(D.run_id, _SENT.label("sent"), _BOUNCED_SENT.label("bounced_sent"), *_columns(_RESPONSE_COLUMNS))
+        select(
+            D.run_id,
+            _SENT.label("sent"),
+            _BOUNCED_SENT.label("bounced_sent"),
+            _REFUSED.label("tried_unsent"),
+            *_columns(_RESPONSE_COLUMNS),
+        )
         .select_from(D)
         .outerjoin(R, R.delivery_id == D.id)
         .where(D.run_id.in_(run_ids))
@@ -176,6 +188,7 @@ def _by_locale(session: Session, run_ids: list[int]) -> dict[int, list[dict]]:
             D.locale,
             _SENT.label("sent"),
             _BOUNCED_SENT.label("bounced_sent"),
+            _REFUSED.label("tried_unsent"),
             *_columns(_RESPONSE_COLUMNS),
         )
         .select_from(D)
@@ -307,7 +320,7 @@ def report(session: Session, campaign_id: int, *, run_id: int | None = None, now
     blocks, locales, days = (
         (_by_block(session, ids), _by_locale(session, ids), _by_day(session, ids)) if ids else ({}, {}, {})
     )
-    empty = _figures({"sent": 0, "bounced_sent": 0, **dict.fromkeys(_RESPONSE_COLUMNS, 0)}, {})
+    empty = _figures({"sent": 0, "bounced_sent": 0, "tried_unsent": 0, **dict.fromkeys(_RESPONSE_COLUMNS, 0)}, {})
     return {
         "campaign": {"id": campaign.id, "name": campaign.name},
         "generated_at": now or utcnow(),

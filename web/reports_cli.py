@@ -57,7 +57,7 @@ def _totals(run: dict) -> str:
         ("complained", _n(run["complained"]), "", _percent(rates["complaint"])),
         ("bounced (hard)", _n(bounced["hard"]), "", ""),
         ("bounced (soft)", _n(bounced["soft"]), "", ""),
-        ("bounced", _n(bounced["total"]), "", f"{_percent(rates['bounce'])} of sent or refused"),
+        ("bounced", _n(bounced["total"]), "", f"{_percent(rates['bounce'])} of tried"),
         ("converted", _n(run["converted"]["unique"]), _n(run["converted"]["total"]), _percent(rates["conversion"])),
     ]
     return table(("", "unique", "total", "rate"), rows) + f"\nrevenue: {_money(run['revenue'])}"

@@ -208,6 +208,8 @@ def _with_sent(ledger: list[Delivery], rows: list[dict]) -> dict:
     sent = sum(d.status == "sent" for d in ledger)
     statuses = {d.id: d.status for d in ledger}
     bounced_sent = len({r["delivery"] for r in rows if r["kind"] == "bounce" and statuses[r["delivery"]] == "sent"})
+    refused = len({r["delivery"] for r in rows if r["kind"] == "bounce" and statuses[r["delivery"]] == "failed"})
+    refused += sum(d.status == "unknown" for d in ledger)  # tried, fate unknown
     figures = {"sent": sent, "delivered": sent - bounced_sent, **_counts(rows)}
     delivered = figures["delivered"]
 
@@ -221,7 +223,7 @@ def _with_sent(ledger: list[Delivery], rows: list[dict]) -> dict:
         "complaint": rate(figures["complained"], delivered),
         "conversion": rate(figures["converted"]["unique"], delivered),
         # tried: sent, or refused while sending (a bounce on a row that was never sent)
-        "bounce": rate(figures["bounced"]["total"], sent + figures["bounced"]["total"] - bounced_sent),
+        "bounce": rate(figures["bounced"]["total"], sent + refused),
     }
     assert figures["rates"]["bounce"] is None or 0 <= figures["rates"]["bounce"] <= 1
     return figures

@@ -155,4 +155,4 @@ def test_only_the_most_common_reasons_are_listed(runner, app, session, imported,
     assert run["rates"]["bounce"] == pytest.approx(7 / 9)
     text = runner.invoke(args=["campaigns", "report", str(campaign_id)]).output.splitlines()
     bounced = next(line for line in text if line.startswith("bounced  "))
-    assert bounced.split() == ["bounced", "7", "77.8%", "of", "sent", "or", "refused"], bounced
+    assert bounced.split() == ["bounced", "7", "77.8%", "of", "tried"], bounced

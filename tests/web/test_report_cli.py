@@ -53,7 +53,7 @@ def test_text_report_shows_counts_rates_and_money(runner, reported):
     assert totals["opened (human)"] == ["1", "1", "25.0%"]
     assert totals["opened (machine)"] == ["1", "1"]
     assert totals["clicked (human)"] == ["1", "1", "25.0%"]
-    assert totals["bounced"] == ["1", "20.0% of sent or refused"]
+    assert totals["bounced"] == ["1", "20.0% of tried"]
     assert totals["converted"] == ["2", "2", "50.0%"]
     assert "revenue: €1,234.56, ¥1,500" in lines
     blocks = _section(lines, "by block")
