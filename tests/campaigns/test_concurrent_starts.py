@@ -44,8 +44,12 @@ REFUSED = re.compile(
 )
 
 
-def race(env: dict, *args: str) -> list[subprocess.CompletedProcess]:
-    """Start SENDERS processes of ``patron ARGS``, release them together; each one's result."""
+def race(env: dict, *args: str, smtp=None) -> list[subprocess.CompletedProcess]:
+    """Start SENDERS processes of ``patron ARGS``, release them together; each one's result.
+
+    With ``smtp`` (the test server), its messages wait at DATA until all senders but one have ended: the
+    winner's run is still sending while the others try, however late a busy machine lets one of them
+    arrive. Without it, a sender arriving after the winner finished would legitimately start anew."""
     senders = [
         subprocess.Popen(
             [sys.executable, "-c", AT_THE_START_LINE, *args],
@@ -60,9 +64,16 @@ def race(env: dict, *args: str) -> list[subprocess.CompletedProcess]:
     try:
         for sender in senders:
             assert sender.stdout.readline() == "ready\n", sender.stderr.read()
+        if smtp is not None:
+            smtp.hold()
         for sender in senders:
             sender.stdin.write("go\n")
             sender.stdin.flush()
+        if smtp is not None:
+            deadline = time.monotonic() + 120
+            while sum(sender.poll() is not None for sender in senders) < SENDERS - 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            smtp.release()
         results = []
         for sender in senders:
             out, err = sender.communicate(timeout=180)
@@ -73,6 +84,8 @@ def race(env: dict, *args: str) -> list[subprocess.CompletedProcess]:
             if sender.poll() is None:
                 sender.kill()
                 sender.wait()
+        if smtp is not None:
+            smtp.release()
 
 
 def check_one_won(results: list[subprocess.CompletedProcess]) -> None:
@@ -91,14 +104,14 @@ def test_concurrent_sends_make_one_run_and_mail_each_address_once(session, engin
     env = patron_environment(engine, tmp_path, smtp_server.url)
     send = ("campaigns", "send", str(campaign.id), "--wait")
 
-    check_one_won(race(env, *send))
+    check_one_won(race(env, *send, smtp=smtp_server))
     session.rollback()  # a fresh snapshot: the senders wrote on connections of their own
     assert session.scalar(select(func.count()).select_from(Run)) == 1
     received = Counter(rcpt for envelope in smtp_server.received() for rcpt in envelope.rcpt_tos)
     assert received == Counter({f"p{i}@example.com": 1 for i in range(RECIPIENTS)})
 
     # Sending again on purpose, several times at once, is still one new run: everyone gets one more message.
-    check_one_won(race(env, *send, "--again"))
+    check_one_won(race(env, *send, "--again", smtp=smtp_server))
     session.rollback()
     assert session.scalar(select(func.count()).select_from(Run)) == 2
     received = Counter(rcpt for envelope in smtp_server.received() for rcpt in envelope.rcpt_tos)

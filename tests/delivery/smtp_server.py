@@ -10,6 +10,7 @@ Import the fixture where it is needed: ``from tests.delivery.smtp_server import 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ class _Handler:
         return "250 OK"
 
     async def handle_DATA(self, smtp, session, envelope):
+        while not self.server._open_gate.is_set():  # held: the message waits, its sender sees a slow server
+            await asyncio.sleep(0.01)
         with self.server._lock:
             self.server.messages.append(
                 Received(envelope.mail_from, tuple(envelope.rcpt_tos), envelope.content, tuple(envelope.mail_options))
@@ -107,6 +110,8 @@ class SmtpServer:
         self._lock = threading.Lock()
         self._replies: dict[str, list[str]] = {}
         self._drops = 0
+        self._open_gate = threading.Event()
+        self._open_gate.set()
         self._open: set[_Smtp] = set()
         self.logins: Counter[str] = Counter()
         options: dict = {"enable_SMTPUTF8": smtputf8}
@@ -139,6 +144,13 @@ class SmtpServer:
         """Answer RCPT TO for ``recipient`` with ``reply`` (e.g. "451 4.7.1 try later") the next ``times``."""
         with self._lock:
             self._replies.setdefault(recipient, []).extend([reply] * times)
+
+    def hold(self) -> None:
+        """Keep every message waiting at DATA (its sender's run stays sending) until :meth:`release`."""
+        self._open_gate.clear()
+
+    def release(self) -> None:
+        self._open_gate.set()
 
     def drop_next(self, times: int = 1) -> None:
         """Cut the connection, without a reply, at the next ``times`` MAIL FROM commands."""

@@ -78,9 +78,12 @@ def test_demo_emails_show_no_markup_as_text(runner, app, browser, tmp_path):
         visible = page.evaluate("document.body.innerText")
         assert not TAG_AS_TEXT.search(visible), f"markup shown as text in {message['To']}: {visible[-300:]!r}"
         assert not re.search(r"\bNone\b|\bUndefined\b|\{\{|\{%", visible), visible
-        # The unsubscribe link is there to click: laid out with a size, not hidden.
-        unsubscribe = page.locator("a[href*='/u/']")
+        # The unsubscribe link and, beside it, the preference page's are there to click: laid out, not hidden.
+        unsubscribe = page.locator("a[href*='/u/']:not([href$='#preferences'])")
         assert unsubscribe.count() == 1 and unsubscribe.is_visible()
+        preferences = page.locator("a[href$='#preferences']")
+        assert preferences.count() == 1 and preferences.is_visible()
+        assert preferences.get_attribute("href") == unsubscribe.get_attribute("href") + "#preferences"
 
         # The open pixel is an image the reader never sees: an element 1×1, not text.
         pixels = page.evaluate(
