@@ -18,6 +18,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from content.checking import check_template
 from content.selection import normalize_locale
+from segments.imports.values import printable_text
 from segments.plain_data import load_yaml
 from segments.rules import RuleError, error_paths, parse_rules
 
@@ -119,7 +120,7 @@ class _CapSchema(Schema):
 
 
 class _CampaignSchema(Schema):
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), printable_text])
     segment = fields.String(load_default=None)
     rules = fields.Raw(load_default=None)
     layout = fields.String(required=True)

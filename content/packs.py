@@ -30,6 +30,7 @@ from content.models import Block, BlockVersion, Layout, LayoutVersion, Pack
 from content.packfiles import MISSING, PackFileError, PackFiles, pack_path
 from content.selection import normalize_locale
 from segments.db import utcnow
+from segments.imports.values import printable_text
 from segments.models import LOCALE_LENGTH
 from segments.plain_data import load_yaml
 from segments.rules import error_paths
@@ -141,7 +142,7 @@ class _LayoutSchema(Schema):
 
 class _ManifestSchema(Schema):
     key = fields.String(required=True, validate=_KEY)
-    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=200), printable_text])
     default_locale = fields.String(required=True, validate=_LOCALE)
     layouts = fields.List(fields.Nested(_LayoutSchema), required=True, validate=validate.Length(min=1))
     blocks = fields.String(load_default="blocks")
@@ -155,7 +156,7 @@ class _ManifestSchema(Schema):
 class _BlockSchema(Schema):
     key = fields.String(required=True, validate=_KEY)
     locale = fields.String(required=True, validate=_LOCALE)
-    title = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    title = fields.String(required=True, validate=[validate.Length(min=1, max=200), printable_text])
     interests = fields.Dict(
         keys=fields.String(validate=_TAG),
         values=_Number(0, MAX_WEIGHT, above=True),

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from email_validator import EmailNotValidError, validate_email
 from email_validator.rfc_constants import DOT_ATOM_TEXT, EMAIL_MAX_LENGTH, LOCAL_PART_MAX_LENGTH
+from marshmallow import ValidationError
 
 from segments.event_times import implausible
 from segments.interests import MAX_SCORE
@@ -98,6 +99,15 @@ def remembered(check: Callable[[str], T], size: int = 4096) -> Callable[[str], T
         return value
 
     return checked
+
+
+def printable_text(value: str) -> None:
+    """A marshmallow validator for one line of text from outside (an API field, a campaign's or a pack's name):
+    nothing an import refuses there (:func:`unseen_char`: controls, line breaks, invisible and bidirectional
+    controls, lone surrogates)."""
+    problem = unseen_char(value)
+    if problem is not None:
+        raise ValidationError(problem.replace("contains", "must not contain", 1))
 
 
 def unseen_char(value: str, *, multi_line: bool = False) -> str | None:

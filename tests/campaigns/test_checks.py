@@ -175,6 +175,21 @@ def test_the_issue_subject_is_refused_naming_the_field_and_locale():
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("Weekly\nBcc: x", "must not contain a line break"),
+        ("Weekly\u202e", "must not contain the invisible bidirectional control U+202E"),
+        ("Weekly\x85", "must not contain the control character U+0085"),
+    ],
+)
+def test_a_campaign_name_with_a_control_or_invisible_character_is_refused(name, problem):
+    # Names are printed in every list and report: a line break or an override there misleads the reader.
+    with pytest.raises(CampaignError) as refused:
+        parse_definition(definition(name=name), "weekly.yaml")
+    assert str(refused.value).startswith(f"weekly.yaml: field 'name': {problem}")
+
+
 @pytest.mark.parametrize("field", ["from", "reply_to"])
 @pytest.mark.parametrize(
     "written",

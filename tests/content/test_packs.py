@@ -75,6 +75,17 @@ def test_a_broken_manifest_or_layout_stops_the_import_naming_the_file(session, t
         import_pack(session, tmp_path)
 
 
+def test_a_pack_name_or_block_title_with_a_control_or_invisible_character_is_refused(session, tmp_path):
+    pack = write_pack(tmp_path / "p", [block("good")], name="Corner\u202eShop")
+    with pytest.raises(PackError, match=r"pack.yaml: field 'name': must not contain the invisible bidirectional"):
+        import_pack(session, pack)
+    pack = write_pack(tmp_path / "q", [block("good"), block("bad", title="Pizza\nnight")])
+    report = import_pack(session, pack)
+    assert report.blocks["created"] == 1
+    (problem,) = report.problems
+    assert problem.field == "title" and problem.message.startswith("must not contain a line break")
+
+
 def test_manifest_paths_cannot_leave_the_pack(session, tmp_path):
     (tmp_path / "secret.html").write_text("{{ slots.hero }}{{ slots.offer }}")
     pack = write_pack(tmp_path / "p", [block("good")])

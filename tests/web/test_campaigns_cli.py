@@ -11,7 +11,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from campaigns.models import Campaign, Run
 from delivery.models import STATUSES, Delivery
@@ -330,8 +330,14 @@ def test_list_and_show_every_campaign_with_its_last_run(runner, session, tmp_pat
 
 
 def test_a_name_with_control_characters_cannot_break_the_list_or_the_terminal(runner, session, tmp_path):
-    sendable_campaign(runner, session, tmp_path, name="Weekly\x1b[2J\nBcc: x")
-    for args in (["list"], ["show", "1"]):
+    refused = runner.invoke(args=["campaigns", "create", str(campaign_file(tmp_path, name="Weekly\x1b[2J\nBcc: x"))])
+    assert refused.exit_code == 1 and "field 'name': must not contain" in refused.output
+    assert "Traceback" not in refused.output and "\x1b" not in refused.output
+    # A name stored before create refused them is still shown escaped.
+    campaign_id = sendable_campaign(runner, session, tmp_path)
+    session.execute(update(Campaign).where(Campaign.id == campaign_id).values(name="Weekly\x1b[2J\nBcc: x"))
+    session.commit()
+    for args in (["list"], ["show", str(campaign_id)]):
         output = runner.invoke(args=["campaigns", *args]).output
         assert "\x1b" not in output
     listed = runner.invoke(args=["campaigns", "list"]).output

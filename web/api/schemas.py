@@ -11,7 +11,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 
 from delivery.responses import is_tender
 from segments.event_times import implausible
-from segments.imports.values import unseen_char
+from segments.imports.values import printable_text
 from segments.models import EMAIL_LENGTH, IDENTIFIER_LENGTH
 
 MAX_VALUE = Decimal(10) ** 12  # a trillion in the major unit: far above any order, far below BIGINT minor units
@@ -19,14 +19,6 @@ MAX_PLACES = 6
 MAX_ID = 2**63 - 1
 _DECIMAL_TEXT = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{1,20})?")  # a sign, so "-1" meets the range check as -1 does
 _CLICK = re.compile(r"([1-9][0-9]{0,17})\.([A-Za-z0-9_.-]{1,64})")
-
-
-def printable_text(value: str) -> None:
-    """Reject text holding what imports refuse: control characters, line separators, bidirectional
-    controls, lone surrogates (JSON can encode them; no database stores them)."""
-    problem = unseen_char(value)
-    if problem is not None:
-        raise ValidationError(problem.replace("contains", "must not contain", 1))
 
 
 class Amount(fields.Field):
