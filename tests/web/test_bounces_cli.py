@@ -9,12 +9,13 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from delivery.models import Response
 from segments.models import Contact, Suppression
 from tests.campaigns.conftest import pack, patron_environment  # noqa: F401  (pack: a fixture)
 from tests.delivery.bounce_mail import send_to
+from tests.triggers import quoted, refusing_trigger
 
 # fixture → the kind it must be reported as
 FIXTURES = {
@@ -159,37 +160,18 @@ def test_a_message_that_crashes_a_bounce_detector_prints_no_traceback(engine, tm
 @pytest.fixture
 def refusing_suppression(engine):
     """A real database fault for one message: a trigger refuses suppressing the Postfix fixture's address."""
-    refused = "'" + _address("postfix_user_unknown.eml") + "'"
-    if engine.dialect.name == "postgresql":
-        install = [
-            "CREATE FUNCTION refuse_suppression() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            f" IF NEW.email = {refused} THEN RAISE EXCEPTION 'suppression refused'"
-            " USING DETAIL = 'a second line'; END IF; RETURN NEW; END $$",
-            "CREATE TRIGGER refuse_suppression BEFORE INSERT ON suppressions FOR EACH ROW"
-            " EXECUTE FUNCTION refuse_suppression()",
-        ]
-        remove = ["DROP TRIGGER refuse_suppression ON suppressions", "DROP FUNCTION refuse_suppression()"]
-    else:
-        install = [
-            f"CREATE TRIGGER refuse_suppression BEFORE INSERT ON suppressions WHEN NEW.email = {refused}"
-            " BEGIN SELECT RAISE(ABORT, 'suppression refused'); END"
-        ]
-        remove = ["DROP TRIGGER refuse_suppression"]
-    with engine.begin() as connection:
-        for statement in install:
-            connection.execute(text(statement))
-    yield
-    with engine.begin() as connection:
-        for statement in remove:
-            connection.execute(text(statement))
+    condition = f"NEW.email = {quoted(_address('postfix_user_unknown.eml'))}"
+    with refusing_trigger(
+        engine, "refuse_suppression", "suppressions", condition, "suppression refused", detail="a second line"
+    ):
+        yield
 
 
 def test_a_message_the_database_refuses_is_reported_kept_and_the_rest_go_on(
-    runner, session, maildir, refusing_suppression, engine
+    runner, session, maildir, refusing_suppression
 ):
     path, keys, _ = maildir
     result = runner.invoke(args=["bounces", "process", "--maildir", str(path), "--json", "--move-processed"])
-    print("OUT", result.output, engine.url)
     assert result.exit_code == 1
     assert "Traceback" not in result.output
     results = _results(result.stdout, keys)

@@ -23,6 +23,7 @@ from campaigns.runs import start_run
 from delivery.models import Delivery
 from segments.models import Consent
 from tests.campaigns.conftest import BASE_URL, SECRET, add_campaign, add_contacts, pack, parse, worker_config  # noqa: F401
+from tests.triggers import quoted, refusing_trigger
 from web import create_app, db
 from web.tracking import clicks
 
@@ -173,34 +174,11 @@ def table_away(engine, name: str) -> Iterator[None]:
             connection.execute(text(f"ALTER TABLE {name}_away RENAME TO {name}"))
 
 
-@contextmanager
-def refusing_agents(engine, pattern: str) -> Iterator[None]:
+def refusing_agents(engine, pattern: str):
     """A real database fault for some values: a trigger refuses any response whose user agent is LIKE
     ``pattern`` (PostgreSQL with a data exception, SQLite with a constraint abort), for the block."""
-    quoted = "'" + pattern.replace("'", "''") + "'"
-    if engine.dialect.name == "postgresql":
-        install = [
-            "CREATE FUNCTION refuse_agent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            f" IF NEW.user_agent LIKE {quoted} THEN RAISE EXCEPTION 'refused agent' USING ERRCODE = '22023'; END IF;"
-            " RETURN NEW; END $$",
-            "CREATE TRIGGER refuse_agent BEFORE INSERT ON responses FOR EACH ROW EXECUTE FUNCTION refuse_agent()",
-        ]
-        remove = ["DROP TRIGGER refuse_agent ON responses", "DROP FUNCTION refuse_agent()"]
-    else:
-        install = [
-            f"CREATE TRIGGER refuse_agent BEFORE INSERT ON responses WHEN NEW.user_agent LIKE {quoted}"
-            " BEGIN SELECT RAISE(ABORT, 'refused agent'); END"
-        ]
-        remove = ["DROP TRIGGER refuse_agent"]
-    with engine.begin() as connection:
-        for statement in install:
-            connection.execute(text(statement))
-    try:
-        yield
-    finally:
-        with engine.begin() as connection:
-            for statement in remove:
-                connection.execute(text(statement))
+    condition = f"NEW.user_agent LIKE {quoted(pattern)}"
+    return refusing_trigger(engine, "refuse_agent", "responses", condition, "refused agent", errcode="22023")
 
 
 def unwritable_journal(app) -> Path:
