@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from segments.db import first_line
+
 log = logging.getLogger(__name__)
 
 PREFIX = "clicks-"
@@ -185,11 +187,6 @@ def _close_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_close_in_child)
-
-
-def first_line(exc: BaseException) -> str:
-    """An error in one line: a database error's text ends with its whole statement and parameters."""
-    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def segment_name(path: Path) -> str:

@@ -122,6 +122,12 @@ def _json_timestamp(value):
     raise TypeError(f"{type(value).__name__} {value!r} has no JSON form")
 
 
+def first_line(exc: BaseException) -> str:
+    """An error in one line, for a log or a terminal: a database error's own message (the driver's, without the
+    statement and parameters SQLAlchemy appends), else the exception's first line, else its type's name."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def make_reader(url: str, **kwargs) -> Engine:
     """An engine for reads of one statement each, outside any transaction: no BEGIN, no ROLLBACK, no reset.
 

@@ -15,8 +15,8 @@ from flask.cli import with_appcontext
 
 from delivery.bounces import KINDS, BounceResult, process_message
 from delivery.dsn import MAX_BYTES
-from delivery.journal import first_line
 from delivery.tracking import LinkSigner
+from segments.db import first_line
 from web.db import get_session
 
 PROCESSED_FOLDER = "processed"  # Maildir++ sub-folder (.processed) that --move-processed moves messages to

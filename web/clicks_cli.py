@@ -17,7 +17,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy.exc import SQLAlchemyError
 
-from delivery.journal import ClickJournal, Drainer, first_line, states
+from delivery.journal import ClickJournal, Drainer, states
+from segments.db import first_line
 from web.db import check_schema
 from web.tracking.clicks import writer
 

@@ -18,8 +18,7 @@ from sqlalchemy.orm import Session
 import migrations
 from config import SettingsError
 from delivery.clicks import Target, TargetReader
-from delivery.journal import first_line
-from segments.db import make_engine, make_reader, make_session_factory
+from segments.db import first_line, make_engine, make_reader, make_session_factory
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 

@@ -17,7 +17,8 @@ from flask import Flask
 from sqlalchemy.exc import DataError, IntegrityError
 
 from delivery.clicks import read_batch, record_clicks
-from delivery.journal import ClickJournal, ClickRecord, Drainer, first_line
+from delivery.journal import ClickJournal, ClickRecord, Drainer
+from segments.db import first_line
 
 log = logging.getLogger(__name__)
 _EXTENSION = "patron_click_drainer"
