@@ -193,9 +193,10 @@ def _erased_since_read(connection: Connection, contact_ids: set[int]) -> set[int
     deletes what it finds."""
     if not contact_ids:
         return set()
+    contacts = Contact.__table__
     query = (
-        select(Contact.__table__.c.id)
-        .where(Contact.__table__.c.id.in_(sorted(contact_ids)), Contact.__table__.c.status == ERASED)
+        select(contacts.c.id)
+        .where(contacts.c.id.in_(sorted(contact_ids)), contacts.c.status == ERASED)
         .with_for_update(read=True)
     )
     return set(connection.scalars(query))

@@ -67,9 +67,10 @@ def update_segment(
 
 def save_segment(session: Session, name: str, rules: Rule | dict[str, Any], description: str | None = None) -> Segment:
     """Create the segment, or replace the rules (and description, if given) of the one with that name."""
-    if get_segment_by_name(session, checked_name(name)) is None:
+    name = checked_name(name)
+    if get_segment_by_name(session, name) is None:
         return create_segment(session, name, rules, description)
-    return update_segment(session, checked_name(name), rules=rules, description=description)
+    return update_segment(session, name, rules=rules, description=description)
 
 
 def get_segment_by_name(session: Session, name: str) -> Segment | None:

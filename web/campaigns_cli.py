@@ -32,6 +32,7 @@ from campaigns.runs import (
     start_run,
 )
 from campaigns.runs import status as run_status
+from config import printable
 from content.rendering import RenderError
 from delivery.tracking import LinkSigner
 from web.campaigns_format import (
@@ -39,7 +40,6 @@ from web.campaigns_format import (
     definition_lines,
     failed_lines,
     last_run,
-    printable,
     skipped_line,
     tally,
     to_json,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from config import printable  # noqa: F401  (one escape for settings and terminal output alike)
+from config import printable
 from delivery.ledger import FrequencyCap
 
 COUNTED = ("sent", "pending", "sending", "failed", "skipped", "unknown")

@@ -16,7 +16,8 @@ from flask.cli import with_appcontext
 
 from campaigns.definition import CampaignError
 from campaigns.reports import report
-from web.campaigns_format import failed_lines, printable, when
+from config import printable
+from web.campaigns_format import failed_lines, when
 from web.cli import ID
 from web.db import get_session
 from web.segments_cli import table

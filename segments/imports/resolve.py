@@ -248,13 +248,14 @@ def _same(stored, value) -> bool:
     return type(stored) is type(value) and stored == value
 
 
-def _changes(connection, table, key: str, claims: list[tuple], changed: set[int], kept: Counter, **rule) -> list:
+def _changes(
+    connection, table, key: str, claims: list[tuple], changed: set[int], kept: Counter, *, same, chosen, column: str
+) -> list:
     """The claims (contact_id, ``key``'s value, value, …) about existing contacts that the import writes.
 
-    One query reads the batch's stored rows. A claim is left out when ``rule["same"](stored, value)`` (it
-    would change nothing), and kept, counted in ``kept`` as ``<rule["column"]>:<key's value>``, when
-    ``rule["chosen"](stored, value)`` (the person's own choice outranks it). The rest are written, and their
-    contacts marked ``changed``.
+    One query reads the batch's stored rows. A claim is left out when ``same(stored, value)`` (it would change
+    nothing), and kept, counted in ``kept`` as ``<column>:<key's value>``, when ``chosen(stored, value)`` (the
+    person's own choice outranks it). The rest are written, and their contacts marked ``changed``.
     """
     if not claims:
         return []
@@ -265,10 +266,10 @@ def _changes(connection, table, key: str, claims: list[tuple], changed: set[int]
     rows = []
     for row in claims:
         current = stored.get(row[:2])
-        if current is not None and rule["same"](current, row[2]):
+        if current is not None and same(current, row[2]):
             continue
-        if current is not None and rule["chosen"](current, row[2]):
-            kept[f"{rule['column']}:{row[1]}"] += 1
+        if current is not None and chosen(current, row[2]):
+            kept[f"{column}:{row[1]}"] += 1
             continue
         rows.append(row)
         changed.add(row[0])

@@ -138,9 +138,8 @@ def text(value: str, limit: int, *, multi_line: bool = False) -> str:
     """Trimmed text of at most ``limit`` characters, one line unless ``multi_line``; BadValue (see
     :func:`unseen_char`) for control and invisible characters."""
     value = value.strip(TRIMMED)
-    pattern = MULTI_LINE_FORBIDDEN if multi_line else ONE_LINE_FORBIDDEN
-    if pattern.search(value):
-        raise BadValue(unseen_char(value, multi_line=multi_line))
+    if (problem := unseen_char(value, multi_line=multi_line)) is not None:
+        raise BadValue(problem)
     if len(value) > limit:
         raise BadValue(f"is {len(value)} characters long; the limit is {limit}")
     return value

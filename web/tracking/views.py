@@ -328,6 +328,7 @@ def _message(language: str, key: str, status: int, **context):
         "tracking/message.html",
         language,
         status=status,
+        words=words,
         title=words[f"{key}_title"],
         text=words[f"{key}_text"],
         **context,
